@@ -1,0 +1,76 @@
+"""DetectX: the prediction layer of YOLOX's decoupled head.
+
+Inputs come in (cls, reg) pairs per level, e.g. ``[[27, 28, 29, 30, 31, 32], 1, DetectX, [nc, anchors]]``
+= cls0, reg0, cls1, reg1, cls2, reg2: the stems and the stacked 3x3 convs of each branch are
+ordinary YAML layers, so their activation is a YAML choice. DetectX owns the 1x1 prediction convs:
+cls (nc) from the cls branch, reg (4) and obj (1) from the reg branch, as official YOLOX.
+
+Train mode returns, per level, the raw [B, 5 + nc, H, W] = cat(reg, obj, cls) logits.
+Eval mode returns [B, N, 5 + nc]: cx, cy, w, h in input pixels, then sigmoid(obj), sigmoid(cls),
+anchors level-major and row-major: the official decoded output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from utils.grid import make_grid
+
+PRIOR_PROB = 0.01  # official initialize_biases(1e-2): cls and obj biases start at -4.59512
+
+
+class DetectX(nn.Module):
+    def __init__(self, nc=80, anchors=1, ch=()):
+        super().__init__()
+        if isinstance(anchors, (list, tuple)) or anchors != 1:
+            raise ValueError(f"DetectX is anchor-free: anchors must be 1, got {anchors!r}")
+        if not isinstance(nc, int) or nc < 1:
+            raise ValueError(f"DetectX needs a positive integer nc, got {nc!r}")
+        if len(ch) < 2 or len(ch) % 2:
+            raise ValueError(f"DetectX takes (cls, reg) input pairs per level, got {len(ch)} inputs")
+        self.nc = nc
+        self.no = nc + 5  # outputs per anchor: x, y, w, h, obj, classes
+        self.nl = len(ch) // 2
+        cls_ch, reg_ch = ch[0::2], ch[1::2]
+        # Registration order cls, reg, obj matches official YOLOXHead's state_dict order.
+        self.cls_preds = nn.ModuleList(nn.Conv2d(c, nc, 1) for c in cls_ch)
+        self.reg_preds = nn.ModuleList(nn.Conv2d(c, 4, 1) for c in reg_ch)
+        self.obj_preds = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in reg_ch)
+        self.stride = torch.ones(self.nl)  # set by Model from a dry run; not part of the state_dict
+        self._grid_cache: dict = {}
+        self.initialize_biases()
+
+    def initialize_biases(self, prior_prob: float = PRIOR_PROB) -> None:
+        bias = -math.log((1 - prior_prob) / prior_prob)
+        for conv in list(self.cls_preds) + list(self.obj_preds):
+            nn.init.constant_(conv.bias, bias)
+
+    def forward(self, xs: list[torch.Tensor]):
+        outputs = []
+        for i in range(self.nl):
+            cls_feat, reg_feat = xs[2 * i], xs[2 * i + 1]
+            reg, obj, cls = self.reg_preds[i](reg_feat), self.obj_preds[i](reg_feat), self.cls_preds[i](cls_feat)
+            if self.training:
+                outputs.append(torch.cat((reg, obj, cls), 1))  # [B, 5 + nc, H, W] logits
+            else:
+                outputs.append(torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1))
+        if self.training:
+            return outputs
+        shapes = [tuple(o.shape[2:]) for o in outputs]
+        # [B, 5 + nc, H, W] per level -> [B, N, 5 + nc]
+        out = torch.cat([o.flatten(start_dim=2) for o in outputs], dim=2).permute(0, 2, 1)
+        return self.decode(out, shapes)
+
+    def decode(self, out: torch.Tensor, shapes) -> torch.Tensor:
+        """Raw xy offsets and log-wh of [B, N, 5 + nc] to input-pixel cx, cy, w, h."""
+        grid, stride = self.grid(shapes, out.dtype, out.device)
+        return torch.cat(((out[..., 0:2] + grid) * stride, torch.exp(out[..., 2:4]) * stride, out[..., 4:]), dim=-1)
+
+    def grid(self, shapes, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached per (shapes, strides, dtype, device): eval at one size builds it once."""
+        key = (tuple(shapes), tuple(self.stride.tolist()), dtype, device)
+        if key not in self._grid_cache:
+            self._grid_cache = {key: make_grid(shapes, self.stride.tolist(), dtype, device)}
+        return self._grid_cache[key]

@@ -1,0 +1,68 @@
+"""The explicit table of blocks a YAML layer may name, each with its channel rule.
+
+A new block is one new row here; the parser never changes. Nothing is looked up with eval() or
+globals(): a name that is not in this table is an error that lists the known names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
+from models.head import DetectX
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """How the parser turns one YAML row into modules.
+
+    rule:
+      "conv"    args[0] is the output channel count (scaled by width); input channels are inserted
+                as the first argument.
+      "concat"  output channels = sum of the inputs' channels (or equal channels for dim != 1).
+      "same"    output channels = input channels (upsample, pooling, identity); args as written.
+      "detect"  the list of input channel counts is appended to args; no output channels.
+    repeats: ``number`` is the block's internal repeat count, scaled by depth_multiple and passed
+      as the third argument (C3). Otherwise ``number`` copies are stacked as written, never scaled:
+      official YOLOX has exactly two 3x3 convs per head branch at every model size.
+    """
+
+    cls: type
+    rule: str = "conv"
+    repeats: bool = False
+
+
+BLOCKS: dict[str, BlockSpec] = {
+    "Conv": BlockSpec(Conv),
+    "DWConv": BlockSpec(DWConv),
+    "GroupConv": BlockSpec(GroupConv),
+    "Focus": BlockSpec(Focus),
+    "Bottleneck": BlockSpec(Bottleneck),
+    "C3": BlockSpec(C3, repeats=True),
+    "SPP": BlockSpec(SPP),
+    "SPPF": BlockSpec(SPPF),
+    "Concat": BlockSpec(Concat, rule="concat"),
+    "DetectX": BlockSpec(DetectX, rule="detect"),
+    "nn.Upsample": BlockSpec(nn.Upsample, rule="same"),
+    "nn.MaxPool2d": BlockSpec(nn.MaxPool2d, rule="same"),
+    "nn.Identity": BlockSpec(nn.Identity, rule="same"),
+}
+# Spellings seen in YAML files for the same torch modules.
+ALIASES = {
+    "Upsample": "nn.Upsample", "torch.nn.Upsample": "nn.Upsample",
+    "MaxPool2d": "nn.MaxPool2d", "torch.nn.MaxPool2d": "nn.MaxPool2d",
+    "Identity": "nn.Identity", "torch.nn.Identity": "nn.Identity",
+    "CSPLayer": "C3", "BaseConv": "Conv", "SPPBottleneck": "SPP",
+}
+
+
+def lookup(name: str) -> BlockSpec | None:
+    """The spec for a module name, or None when it is not in the table."""
+    if not isinstance(name, str):
+        return None
+    return BLOCKS.get(ALIASES.get(name, name))
+
+
+def known_names() -> list[str]:
+    return sorted(BLOCKS)

@@ -1,0 +1,28 @@
+"""Install the YOLOX trainer: `pip install -e .` (runtime) or `pip install -e ".[dev]"` (tests)."""
+from setuptools import setup
+
+setup(
+    name="yolox5",
+    version="0.1.0",
+    description="A YOLOv5-style trainer for YAML-built YOLOX detectors, with NPU-friendly export",
+    python_requires=">=3.9",
+    packages=["models", "utils"],
+    py_modules=["train", "val", "export"],
+    package_data={"models": ["*.yaml"]},
+    install_requires=[
+        "torch>=2.0,<2.15",  # the CPU wheel torch==2.13.0 satisfies this; install it first
+        "numpy>=1.23",
+        "opencv-python>=4.6",
+        "pyyaml>=5.4",
+        "pycocotools>=2.0.6",
+        "matplotlib>=3.5",
+        "onnx>=1.14",
+        "onnxsim>=0.4.33",  # onnx-simplifier: its wheels are published under this name
+        "tqdm>=4.64",
+    ],
+    extras_require={
+        # pytest, plus what the official yolox package imports (installed --no-deps by
+        # tests/install_reference.sh) so tests can compare against it
+        "dev": ["pytest>=7", "loguru", "tabulate", "thop", "psutil", "wheel"],
+    },
+)

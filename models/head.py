@@ -11,6 +11,7 @@ anchors level-major and row-major: the official decoded output.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 
 from utils.grid import make_grid
 
+LOGGER = logging.getLogger("yolox5.models")
 PRIOR_PROB = 0.01  # official initialize_biases(1e-2): cls and obj biases start at -4.59512
 
 
@@ -47,6 +49,16 @@ class DetectX(nn.Module):
         for conv in list(self.cls_preds) + list(self.obj_preds):
             nn.init.constant_(conv.bias, bias)
 
+    def level_sizes(self, xs: list[torch.Tensor]) -> list[tuple[int, int]]:
+        """(H, W) of each level's inputs; cls and reg maps of a level must agree."""
+        sizes = []
+        for k in range(self.nl):
+            cls_shape, reg_shape = tuple(xs[2 * k].shape[-2:]), tuple(xs[2 * k + 1].shape[-2:])
+            if cls_shape != reg_shape:
+                raise ValueError(f"DetectX level {k}: cls input {cls_shape} and reg input {reg_shape} differ in size")
+            sizes.append(reg_shape)
+        return sizes
+
     def forward(self, xs: list[torch.Tensor]):
         outputs = []
         for i in range(self.nl):
@@ -74,3 +86,39 @@ class DetectX(nn.Module):
         if key not in self._grid_cache:
             self._grid_cache = {key: make_grid(shapes, self.stride.tolist(), dtype, device)}
         return self._grid_cache[key]
+
+
+class YOLOXHead(DetectX):
+    """The whole official YOLOX head on plain per-level features, for layer lists ending in YOLOv5's
+    ``[[17, 20, 23], 1, Detect, [nc, anchors]]``: per level a 1x1 stem to int(256 * width) channels,
+    then two 3x3 convs per branch (DWConv when depthwise), then DetectX's prediction convs.
+
+    Module names are official YOLOX's (stems, cls_convs, reg_convs, *_preds). YOLOv5 anchors are
+    ignored: the head is anchor-free.
+    """
+
+    def __init__(self, nc=80, anchors=1, ch=(), width=1.0, act=None, depthwise=False):
+        from models.common import Conv, DWConv
+
+        if not ch:
+            raise ValueError("YOLOXHead needs at least one input level")
+        hidden = int(256 * width)
+        super().__init__(nc, 1, [hidden] * (2 * len(ch)))
+        if anchors != 1:
+            LOGGER.info(f"YOLOXHead: anchors {anchors!r} ignored, the YOLOX head is anchor-free")
+        branch = DWConv if depthwise else Conv
+        self.stems = nn.ModuleList(Conv(c, hidden, 1, 1, act=act) for c in ch)
+        self.cls_convs = nn.ModuleList(
+            nn.Sequential(branch(hidden, hidden, 3, 1, act=act), branch(hidden, hidden, 3, 1, act=act)) for _ in ch)
+        self.reg_convs = nn.ModuleList(
+            nn.Sequential(branch(hidden, hidden, 3, 1, act=act), branch(hidden, hidden, 3, 1, act=act)) for _ in ch)
+
+    def level_sizes(self, xs: list[torch.Tensor]) -> list[tuple[int, int]]:
+        return [tuple(x.shape[-2:]) for x in xs]
+
+    def forward(self, xs: list[torch.Tensor]):
+        feats = []
+        for x, stem, cls_convs, reg_convs in zip(xs, self.stems, self.cls_convs, self.reg_convs):
+            x = stem(x)
+            feats += [cls_convs(x), reg_convs(x)]
+        return super().forward(feats)

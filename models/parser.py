@@ -87,7 +87,8 @@ def parse_model(cfg: dict, ch: int = 3, source: str = "<dict>"):
 
         n_used = max(round(n * gd), 1) if spec.repeats else n
         module, c2, shown_args = _build(spec, mname, args, kwargs, in_ch, n_used, gw, default_act, fail, i)
-        module.i, module.f = i, (sources[0] if isinstance(f, int) else sources)
+        # single-input blocks take a tensor, Concat and detect layers a list
+        module.i, module.f = i, (sources[0] if spec.rule in ("conv", "same") else sources)
         module.type = mname
         nparams = sum(p.numel() for p in module.parameters())
         infos.append(LayerInfo(i, f, n_used, mname, shown_args, nparams))
@@ -150,6 +151,8 @@ def _resolve_args(args, names, fail, i):
 
 def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail, i):
     """Instantiate one row; returns (module, output channels, args as shown in the table)."""
+    shown = [*args, dict(kwargs)] if kwargs else list(args)
+    kwargs = dict(kwargs)
     if spec.rule == "conv":
         if len(in_ch) != 1:
             fail(f"{mname} reads one layer, got from with {len(in_ch)} layers", i)
@@ -174,9 +177,9 @@ def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail
         call_args, c2 = args, in_ch[0]
     else:  # detect
         call_args, c2 = [*args, in_ch], None
+        if "width" in inspect.signature(spec.cls).parameters and "width" not in kwargs and len(call_args) < 4:
+            kwargs["width"] = gw  # YOLOXHead's hidden channels follow width_multiple, as official YOLOX
 
-    shown = [*args, dict(kwargs)] if kwargs else list(args)
-    kwargs = dict(kwargs)
     try:
         _fill_default_activation(spec.cls, call_args, kwargs, default_act)
     except ValueError as e:
@@ -235,6 +238,8 @@ def load_yaml_dict(cfg) -> tuple[dict, str]:
 
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg), cfg.get("yaml_file", "<dict>")
+    if not isinstance(cfg, (str, Path)):
+        raise ModelConfigError(f"a model description must be a mapping or a YAML path, got {type(cfg).__name__}")
     path = Path(cfg)
     bundled = Path(__file__).parent / path.name  # "yoloxs.yaml" finds the file shipped in models/
     if not path.is_file() and bundled.is_file():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
-from models.head import DetectX
+from models.head import DetectX, YOLOXHead
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ BLOCKS: dict[str, BlockSpec] = {
     "SPPF": BlockSpec(SPPF),
     "Concat": BlockSpec(Concat, rule="concat"),
     "DetectX": BlockSpec(DetectX, rule="detect"),
+    "YOLOXHead": BlockSpec(YOLOXHead, rule="detect"),
     "nn.Upsample": BlockSpec(nn.Upsample, rule="same"),
     "nn.MaxPool2d": BlockSpec(nn.MaxPool2d, rule="same"),
     "nn.Identity": BlockSpec(nn.Identity, rule="same"),
@@ -53,6 +54,7 @@ ALIASES = {
     "Upsample": "nn.Upsample", "torch.nn.Upsample": "nn.Upsample",
     "MaxPool2d": "nn.MaxPool2d", "torch.nn.MaxPool2d": "nn.MaxPool2d",
     "Identity": "nn.Identity", "torch.nn.Identity": "nn.Identity",
+    "Detect": "YOLOXHead",  # YOLOv5 layer lists build unchanged, with the anchor-free YOLOX head
     "CSPLayer": "C3", "BaseConv": "Conv", "SPPBottleneck": "SPP",
 }
 

@@ -39,7 +39,6 @@ class Model(nn.Module):
         detects = [m for m in self.model if isinstance(m, DetectX)]
         if len(detects) > 1 or (detects and self.model[-1] is not detects[0]):
             raise ModelConfigError(f"{self.yaml_source}: DetectX must be the last layer, and the only one")
-        self.detect: DetectX | None = detects[0] if detects else None
         self.nc = self.yaml.get("nc")
         names = self.yaml.get("names")
         self.names = list(names) if names else ([str(i) for i in range(self.nc)] if self.nc else [])
@@ -47,6 +46,12 @@ class Model(nn.Module):
         if self.detect is not None:
             self.detect.stride = self.stride
         self._initialize(self.yaml.get("init", "default"))
+
+    @property
+    def detect(self) -> DetectX | None:
+        """The DetectX layer (always the last one), or None for a plain feature graph."""
+        last = self.model[-1]
+        return last if isinstance(last, DetectX) else None
 
     # ---- forward -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor):
@@ -62,7 +67,7 @@ class Model(nn.Module):
             if name_errors:
                 try:
                     x = m(x)
-                except RuntimeError as e:
+                except (RuntimeError, TypeError) as e:
                     shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                     raise ModelConfigError(f"{self.yaml_source}: layer {m.i} ({m.type}) cannot take inputs of "
                                            f"shape {shapes}: {str(e).splitlines()[0]}") from None
@@ -84,12 +89,11 @@ class Model(nn.Module):
         if self.detect is None:
             feats = feats if isinstance(feats, list) else [feats]
             return torch.tensor([DRY_RUN_SIZE / f.shape[-2] for f in feats])
-        cls_feats, reg_feats = feats[0::2], feats[1::2]
-        for k, (c, r) in enumerate(zip(cls_feats, reg_feats)):
-            if c.shape[-2:] != r.shape[-2:]:
-                raise ModelConfigError(f"{self.yaml_source}: DetectX level {k}: cls input {tuple(c.shape)} and reg "
-                                       f"input {tuple(r.shape)} differ in size")
-        return torch.tensor([DRY_RUN_SIZE / r.shape[-2] for r in reg_feats])
+        try:
+            sizes = self.detect.level_sizes(feats)
+        except ValueError as e:
+            raise ModelConfigError(f"{self.yaml_source}: layer {self.detect.i}: {e}") from None
+        return torch.tensor([DRY_RUN_SIZE / h for h, _ in sizes])
 
     def _initialize(self, init: str) -> None:
         """Conv weights: PyTorch's default (as official YOLOX) or Kaiming-normal for ReLU convs."""
@@ -152,6 +156,7 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     """
     ckpt = read_checkpoint(weights)
     state = ckpt.get("ema") or ckpt.get("model")
+    shown_names = {}
     if not isinstance(state, dict):
         raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
     if yolox_official.is_official(state):
@@ -160,7 +165,9 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
             cfg, official_nc = yolox_official.infer_official_cfg(state)
             LOGGER.info(f"{weights}: official YOLOX checkpoint, building {cfg} (nc={official_nc})")
             nc = nc or official_nc
-        state = yolox_official.official_to_project(state)
+        converted = yolox_official.official_to_project(state)
+        shown_names = dict(zip(converted, state))  # name unexpected keys as the checkpoint spells them
+        state = converted
         model = Model(cfg, nc=nc if nc is not None else _nc_of(state))
     else:
         model_cfg = cfg if cfg is not None else ckpt.get("yaml")
@@ -169,7 +176,7 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         model = Model(model_cfg, nc=nc if nc is not None else _nc_of(state))
         if ckpt.get("names"):
             model.names = list(ckpt["names"])
-    load_state_dict_checked(model, state, source=str(weights))
+    load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
     return model.to(device).eval()
 
 
@@ -181,11 +188,16 @@ def _nc_of(state: dict) -> int | None:
     return None
 
 
-def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """load_state_dict(strict) with one message listing missing, unexpected and mis-shaped keys."""
+def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkpoint",
+                            shown_names: dict | None = None) -> None:
+    """load_state_dict(strict) with one message listing missing, unexpected and mis-shaped keys.
+
+    ``shown_names`` maps converted keys back to the checkpoint's own spelling for the message.
+    """
     own = model.state_dict()
+    shown_names = shown_names or {}
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [shown_names.get(k, k) for k in state if k not in own]
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:

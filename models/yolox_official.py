@@ -61,12 +61,12 @@ def project_to_official(state_dict: dict) -> dict:
 def infer_official_cfg(state_dict: dict) -> tuple[str, int]:
     """(model file name, number of classes) of an official YOLOX state_dict."""
     if _STEM_KEY not in state_dict:
-        raise KeyError(f"not an official YOLOX CSPDarknet checkpoint: no '{_STEM_KEY}'; pass the model YAML with --cfg")
+        raise ValueError(f"not an official YOLOX CSPDarknet checkpoint: no '{_STEM_KEY}'; pass the model YAML with --cfg")
     base = int(state_dict[_STEM_KEY].shape[0])
     depthwise = "backbone.backbone.dark2.0.dconv.conv.weight" in state_dict
     name = _STEM_CHANNELS.get(base)
     if name is None or (depthwise != (name == "yoloxn.yaml")):
-        raise KeyError(f"official checkpoint with stem width {base} (depthwise={depthwise}) matches no "
+        raise ValueError(f"official checkpoint with stem width {base} (depthwise={depthwise}) matches no "
                        f"bundled model file; pass the model YAML with --cfg")
     nc = int(state_dict["head.cls_preds.0.weight"].shape[0])
     return name, nc

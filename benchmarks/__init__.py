@@ -1,0 +1,1 @@
+"""Benchmarks; run them from the repository root as modules: ``python -m benchmarks.bench_models``."""

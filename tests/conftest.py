@@ -1,0 +1,18 @@
+import pytest
+import torch
+
+from tests.reference import official_yolox
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def yolox_pkg():
+    """The official yolox package; skipped when absent, an error in CI (REQUIRE_REFERENCE=1)."""
+    pkg = official_yolox()
+    if pkg is None:
+        pytest.skip("official yolox package not installed (bash tests/install_reference.sh)")
+    return pkg

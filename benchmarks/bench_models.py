@@ -18,7 +18,11 @@ boxes in pixels, so expect about 1e-4, not 1e-7.
 Build time of ours includes the stride dry run at 256x256; official's includes its bias init.
 Latency ratio = official / ours: above 1 means ours is faster. yoloxs_rslu has no official
 counterpart; its official columns show '-'. Needs the official ``yolox`` package; without it
-every official column shows '-'.
+every official column shows '-'. Exit status 1 when a comparison failed or outputs differ.
+
+Timings need an otherwise idle machine: when another process keeps the cores busy, OpenMP
+threads wait on each other at every op, and models made of many small ops (yoloxn's depthwise
+convs) slowed down by up to 100x in testing. On a shared machine, ``--threads 1`` is the steadier choice.
 """
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ def official_gflops(model: nn.Module, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+@torch.no_grad()  # official fuse_conv_and_bn copy_()s outside no_grad, leaving non-leaf weights with grad_fn
 def fused_copy(model: nn.Module, official: bool) -> nn.Module:
     """A BN-fused copy; the unfused model stays for the comparison."""
     model = copy.deepcopy(model)

@@ -1,0 +1,104 @@
+"""ComputeXLoss: official YOLOX's loss on a YAML model's train-mode output, with batched SimOTA.
+
+    compute_loss = ComputeXLoss(model, hyp)          # hyp: dict; missing keys take defaults
+    compute_loss.use_l1 = True                       # the trainer's no-augmentation epochs
+    loss, loss_items = compute_loss(preds, targets)  # targets [M, 6] = (img, cls, cx, cy, w, h), normalised
+
+loss = 5 * iou + obj + cls + l1, each term summed and divided by max(foreground anchors in the
+batch, 1); loss_items = (5 * iou, obj, cls, l1), detached, summing to loss. No scaling by batch
+size or world size: that is the trainer's business.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from utils.assign import PRIORS, simota_assign
+from utils.boxes import giou_cxcywh, iou_cxcywh
+from utils.grid import make_grid
+
+IOU_WEIGHT = 5.0
+LOSS_DEFAULTS = {"simota_prior": "center", "iou_loss": "iou"}
+IOU_LOSSES = ("iou", "giou")
+
+
+class ComputeXLoss:
+    def __init__(self, model, hyp: dict | None = None):
+        model = getattr(model, "module", model)  # DDP / DataParallel wrappers
+        detect = model.detect
+        if detect is None:
+            raise ValueError("ComputeXLoss needs a model whose last layer is DetectX")
+        hyp = {**LOSS_DEFAULTS, **(hyp or {})}
+        if hyp["simota_prior"] not in PRIORS:
+            raise ValueError(f"hyp key 'simota_prior' must be one of {sorted(PRIORS)}, got {hyp['simota_prior']!r}")
+        if hyp["iou_loss"] not in IOU_LOSSES:
+            raise ValueError(f"hyp key 'iou_loss' must be one of {list(IOU_LOSSES)}, got {hyp['iou_loss']!r}")
+        self.prior = hyp["simota_prior"]
+        self.iou_loss = hyp["iou_loss"]
+        self.nc = detect.nc
+        self.strides = [float(s) for s in model.stride]
+        self.use_l1 = False
+        self.last_stats: dict = {}  # num_fg, num_gt, unmatched_gt of the last call, for the log line
+        self._grid_key, self._grid = None, None
+
+    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor):
+        """preds: per level [B, 5 + nc, H, W] raw outputs; targets: [M, 6] normalised."""
+        if len(preds) != len(self.strides):
+            raise ValueError(f"expected {len(self.strides)} prediction levels, got {len(preds)}")
+        B = preds[0].shape[0]
+        shapes = [tuple(p.shape[2:]) for p in preds]
+        grid, stride = self._anchors(shapes, preds[0].device)  # [A, 2], [A, 1]
+        # [B, 5 + nc, H, W] per level -> [B, A, 5 + nc], fp32 so that AMP cannot overflow the loss
+        raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1).float()
+        reg, obj, cls = raw[..., :4], raw[..., 4], raw[..., 5:]
+        boxes = torch.cat(((reg[..., :2] + grid) * stride, torch.exp(reg[..., 2:4]) * stride), -1)  # [B, A, 4]
+
+        in_h, in_w = shapes[0][0] * self.strides[0], shapes[0][1] * self.strides[0]
+        gt_img, gt_cls, gt_boxes = self._targets(targets, B, in_w, in_h, raw.device)
+        assignment = simota_assign(boxes.detach(), cls.detach(), obj.detach(), (grid + 0.5) * stride,
+                                   stride[:, 0], gt_boxes, gt_cls, gt_img, self.prior)
+        fg = assignment.fg_mask  # [B, A]
+        num_fg = fg.sum().clamp(min=1).float()
+
+        rows = assignment.matched_row[fg]  # [F], matched GT per foreground anchor, in anchor order
+        reg_target = gt_boxes[rows]
+        box_iou = (iou_cxcywh(boxes[fg], reg_target) if self.iou_loss == "iou"
+                   else giou_cxcywh(boxes[fg], reg_target))
+        loss_iou = ((1 - box_iou ** 2) if self.iou_loss == "iou" else (1 - box_iou)).sum() / num_fg
+        loss_obj = F.binary_cross_entropy_with_logits(obj, fg.float(), reduction="sum") / num_fg
+        cls_target = F.one_hot(gt_cls[rows], self.nc).float() * assignment.matched_iou[fg][:, None]
+        loss_cls = F.binary_cross_entropy_with_logits(cls[fg], cls_target, reduction="sum") / num_fg
+        if self.use_l1:
+            anchor = grid.expand(B, -1, -1)[fg]  # [F, 2]
+            s = stride.expand(B, -1, -1)[fg]  # [F, 1]
+            l1_target = torch.cat((reg_target[:, :2] / s - anchor, torch.log(reg_target[:, 2:] / s + 1e-8)), 1)
+            loss_l1 = (reg[fg] - l1_target).abs().sum() / num_fg
+        else:
+            loss_l1 = torch.zeros((), device=raw.device)
+
+        loss = IOU_WEIGHT * loss_iou + loss_obj + loss_cls + loss_l1
+        items = torch.stack((IOU_WEIGHT * loss_iou, loss_obj, loss_cls, loss_l1)).detach()
+        self.last_stats = {"num_fg": fg.sum().detach(), "num_gt": gt_boxes.shape[0],
+                           "unmatched_gt": assignment.num_unmatched_gt}
+        return loss, items
+
+    def _anchors(self, shapes, device):
+        """Grid cells [A, 2] and strides [A, 1], cached while the input size stays the same."""
+        key = (tuple(shapes), device)
+        if key != self._grid_key:
+            self._grid = make_grid(shapes, self.strides, torch.float32, device)
+            self._grid_key = key
+        return self._grid
+
+    def _targets(self, targets, B, in_w, in_h, device):
+        """[M, 6] normalised rows -> (image index [T], class [T], cxcywh pixels [T, 4]), sorted by image."""
+        targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
+        if targets.shape[0]:
+            bad_img = (targets[:, 0] < 0) | (targets[:, 0] >= B)
+            bad_cls = (targets[:, 1] < 0) | (targets[:, 1] >= self.nc)
+            if bool(bad_img.any() | bad_cls.any()):
+                raise ValueError(f"targets hold image indices outside [0, {B}) or classes outside [0, {self.nc})")
+        order = torch.argsort(targets[:, 0], stable=True)
+        targets = targets[order]
+        scale = torch.tensor([in_w, in_h, in_w, in_h], device=device, dtype=torch.float32)
+        return targets[:, 0].long(), targets[:, 1].long(), targets[:, 2:6] * scale

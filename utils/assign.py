@@ -118,7 +118,8 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     k_top = min(TOPK_IOU, M)
     dynamic_k = ious.topk(k_top, dim=1).values.sum(1).int().clamp(min=1)  # [T]
     picked = cost.topk(k_top, dim=1, largest=False).indices  # [T, k_top], cheapest first
-    take = torch.arange(k_top, device=device)[None] < dynamic_k[:, None]
+    # an image without candidates has only padded columns: its GTs take nothing (counted below)
+    take = (torch.arange(k_top, device=device)[None] < dynamic_k[:, None]) & row_valid.gather(1, picked)
     matching = torch.zeros(T, M, dtype=torch.bool, device=device).scatter_(1, picked, take)
 
     # 5. an anchor claimed by several GTs goes to the cheapest GT of its image (first on ties)

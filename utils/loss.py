@@ -45,11 +45,15 @@ class ComputeXLoss:
         """preds: per level [B, 5 + nc, H, W] raw outputs; targets: [M, 6] normalised."""
         if len(preds) != len(self.strides):
             raise ValueError(f"expected {len(self.strides)} prediction levels, got {len(preds)}")
+        # The loss runs in fp32 whatever the forward ran in: fp16 exp() and BCE sums overflow.
+        with torch.autocast(device_type=preds[0].device.type, enabled=False):
+            return self._loss([p.float() for p in preds], targets)
+
+    def _loss(self, preds: list[torch.Tensor], targets: torch.Tensor):
         B = preds[0].shape[0]
         shapes = [tuple(p.shape[2:]) for p in preds]
         grid, stride = self._anchors(shapes, preds[0].device)  # [A, 2], [A, 1]
-        # [B, 5 + nc, H, W] per level -> [B, A, 5 + nc], fp32 so that AMP cannot overflow the loss
-        raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1).float()
+        raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1)  # [B, A, 5 + nc]
         reg, obj, cls = raw[..., :4], raw[..., 4], raw[..., 5:]
         boxes = torch.cat(((reg[..., :2] + grid) * stride, torch.exp(reg[..., 2:4]) * stride), -1)  # [B, A, 4]
 

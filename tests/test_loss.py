@@ -68,12 +68,11 @@ def assert_same_assignment(model, loss_fn, preds, targets, nc, prior):
     loss, items = loss_fn(preds, targets)
     ref_items, ref_images = reference_losses(preds, targets, STRIDES, nc, prior, loss_fn.use_l1, loss_fn.iou_loss)
     fg_ours = loss_fn_assignment(loss_fn, preds, targets)
-    starts = torch.cumsum(torch.bincount(targets[:, 0].long(), minlength=len(ref_images)), 0).tolist()
-    starts = [0] + starts[:-1]
     for b, (fg, matched) in enumerate(ref_images):
         assert torch.equal(fg_ours.fg_mask[b], fg), f"image {b}: foreground masks differ"
-        ours = fg_ours.matched_row[b][fg] - starts[b]
-        assert torch.equal(ours, matched), f"image {b}: matched GTs differ"
+        assert torch.equal(fg_ours.matched_gt[b][fg], matched), f"image {b}: matched GTs differ"
+        img_targets = targets[targets[:, 0] == b]
+        assert torch.equal(fg_ours.matched_class[b][fg], img_targets[matched, 1].long())
     torch.testing.assert_close(items, ref_items, rtol=1e-5, atol=1e-6)
     assert torch.isclose(loss, items.sum(), rtol=1e-6)
     return items

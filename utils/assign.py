@@ -31,9 +31,11 @@ TOPK_IOU = 10
 class Assignment:
     """Per-anchor results, [B, A] each; values at background anchors are meaningless (0)."""
 
-    fg_mask: torch.Tensor       # bool
-    matched_row: torch.Tensor   # long, row of the matched GT in the packed GT list
-    matched_iou: torch.Tensor   # float, IoU of the anchor's predicted box with its GT
+    fg_mask: torch.Tensor        # bool
+    matched_row: torch.Tensor    # long, row of the matched GT in the batch's packed GT list
+    matched_gt: torch.Tensor     # long, index of the matched GT among its image's GTs
+    matched_class: torch.Tensor  # long, class of the matched GT
+    matched_iou: torch.Tensor    # float, IoU of the anchor's predicted box with its GT
     num_unmatched_gt: torch.Tensor  # long scalar: GTs that ended with no anchor at all
 
 
@@ -80,8 +82,8 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     T = gt_boxes.shape[0]
     device = pred_boxes.device
     pred_boxes = pred_boxes.float()
-    empty = Assignment(torch.zeros(B, A, dtype=torch.bool, device=device),
-                       torch.zeros(B, A, dtype=torch.long, device=device),
+    zeros = torch.zeros(B, A, dtype=torch.long, device=device)
+    empty = Assignment(torch.zeros(B, A, dtype=torch.bool, device=device), zeros, zeros, zeros,
                        torch.zeros(B, A, device=device), torch.zeros((), dtype=torch.long, device=device))
     if T == 0:
         return empty
@@ -141,7 +143,11 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     fg_mask = _to_dense(col_fg, dense_idx, A, False)
     matched_row = _to_dense(col_row.clamp(min=0), dense_idx, A, 0)
     matched_iou = _to_dense(col_iou, dense_idx, A, 0.0)
-    return Assignment(fg_mask, matched_row, matched_iou, (~matching.any(1)).sum())
+    gts_per_image = torch.bincount(gt_img, minlength=B)
+    first_row = torch.cumsum(gts_per_image, 0) - gts_per_image  # [B], packed row of each image's first GT
+    matched_gt = (matched_row - first_row[:, None]) * fg_mask
+    matched_class = gt_classes[matched_row] * fg_mask
+    return Assignment(fg_mask, matched_row, matched_gt, matched_class, matched_iou, (~matching.any(1)).sum())
 
 
 def _class_cost(cls_logits, obj_logits, cand_idx, gt_classes, gt_img):

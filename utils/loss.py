@@ -70,7 +70,7 @@ class ComputeXLoss:
                    else giou_cxcywh(boxes[fg], reg_target))
         loss_iou = ((1 - box_iou ** 2) if self.iou_loss == "iou" else (1 - box_iou)).sum() / num_fg
         loss_obj = F.binary_cross_entropy_with_logits(obj, fg.float(), reduction="sum") / num_fg
-        cls_target = F.one_hot(gt_cls[rows], self.nc).float() * assignment.matched_iou[fg][:, None]
+        cls_target = F.one_hot(assignment.matched_class[fg], self.nc).float() * assignment.matched_iou[fg][:, None]
         loss_cls = F.binary_cross_entropy_with_logits(cls[fg], cls_target, reduction="sum") / num_fg
         if self.use_l1:
             anchor = grid.expand(B, -1, -1)[fg]  # [F, 2]

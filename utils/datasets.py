@@ -1,0 +1,310 @@
+"""Datasets and loaders: YOLO-txt or COCO-json labels, verified and cached, YOLOX/YOLOv5 augmentations.
+
+    loader, dataset = create_dataloader(path, imgsz, batch_size, stride, hyp=None, augment=False, ...)
+
+Batches are ``(images uint8 [B, 3, H, W], targets [M, 6], paths, shapes)``: images in BGR order,
+0-255 (official YOLOX weights expect exactly that: no RGB swap, no normalisation); targets rows
+(image index, class, cx, cy, w, h) normalised to the batch's input size.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, distributed
+
+from utils import augment
+from utils.coco import CocoLabels
+from utils.label_cache import verify_dataset
+from utils.verify import IMG_FORMATS
+
+LOGGER = logging.getLogger("yolox5.data")
+# Augmentation hyperparameters used when a hyp dict leaves them out (YOLOv5's scratch values).
+AUG_DEFAULTS = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
+                "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
+                "mixup_mode": "yolov5", "mixup_scale": [0.5, 1.5], "mixup_ratio": 0.5}
+MIXUP_MODES = ("yolov5", "yolox")
+MAX_RETRIES = 10  # a failing image is replaced by another one this many times before giving up
+
+
+def img2label_paths(img_paths: list[str]) -> list[str]:
+    """YOLO layout: .../images/x.jpg -> .../labels/x.txt (the last 'images' folder of the path)."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return [sb.join(p.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt" for p in img_paths]
+
+
+def list_images(spec) -> list[str]:
+    """Image files of a split: a folder (recursive), a .txt list (paths relative to it), a file, or a list."""
+    if isinstance(spec, (list, tuple)):
+        return sorted({f for s in spec for f in list_images(s)})
+    p = Path(spec)
+    if p.is_dir():
+        files = [str(f) for f in p.rglob("*") if f.suffix[1:].lower() in IMG_FORMATS]
+    elif p.is_file() and p.suffix == ".txt":
+        lines = [x.strip() for x in p.read_text().splitlines() if x.strip()]
+        files = [str((p.parent / x).resolve()) if not Path(x).is_absolute() else x for x in lines]
+        files = [f for f in files if f.rsplit(".", 1)[-1].lower() in IMG_FORMATS]
+    elif p.is_file():
+        files = [str(p)]
+    else:
+        raise FileNotFoundError(f"image source not found: {p}")
+    if not files:
+        raise FileNotFoundError(f"no images in {p} (formats: {', '.join(IMG_FORMATS)})")
+    return sorted(files)
+
+
+class LoadImagesAndLabels(Dataset):
+    """Images with verified labels; augmentation per hyp when ``augment``; letterboxed otherwise."""
+
+    def __init__(self, path=None, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
+                 cache=None, stride=32, pad=0.0, prefix="", nc=None, json=None, images_dir=None,
+                 letterbox_mode="center", seed=0, workers=8):
+        if nc is None:
+            raise ValueError("the number of classes (nc) is needed to check labels")
+        if letterbox_mode not in ("center", "topleft"):
+            raise ValueError(f"letterbox_mode must be 'center' or 'topleft', got {letterbox_mode!r}")
+        self.img_size, self.stride, self.augment, self.prefix = img_size, stride, augment, prefix
+        self.hyp = {**AUG_DEFAULTS, **(hyp or {})}
+        if self.hyp["mixup_mode"] not in MIXUP_MODES:
+            raise ValueError(f"hyp key 'mixup_mode' must be one of {MIXUP_MODES}, got {self.hyp['mixup_mode']!r}")
+        self.letterbox_mode, self.seed = letterbox_mode, seed
+        self.rect = rect and not augment  # mosaic needs square inputs
+
+        if json is not None:  # COCO json source
+            coco = CocoLabels(json, images_dir or Path(json).parent)
+            images, label_files, rows = coco.files, None, coco.boxes
+            cache_path, self.coco = Path(json).with_suffix(".cache"), coco
+        else:
+            images = list_images(path)
+            label_files, rows, self.coco = img2label_paths(images), None, None
+            cache_path = Path(label_files[0]).parent.with_suffix(".cache")
+        checked = verify_dataset(images, label_files, rows, nc, cache_path, prefix, workers,
+                                 extra_key=str(json) if json else "")
+        self.im_files, self.labels = checked.files, checked.labels
+        self.shapes = checked.shapes  # [N, 2] (h, w)
+        self.counts = checked.counts
+        n = len(self.im_files)
+        self.indices = np.arange(n)
+        self.batch = np.floor(np.arange(n) / batch_size).astype(int)
+        if self.rect:
+            self._set_rect_shapes(batch_size, pad)
+        # shared with loader workers, also persistent ones: epoch, mosaic switch, samples skipped
+        self._state = torch.tensor([0, 1, 0], dtype=torch.int64).share_memory_()
+        self.ims = [None] * n
+        self.cache = cache
+        if cache:
+            self._cache_images(cache)
+
+    # ---- state shared with workers ------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self._state[0] = epoch
+
+    def close_mosaic(self) -> None:
+        """Turn mosaic and mixup off (the last no_aug_epochs), also in running workers."""
+        self._state[1] = 0
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        return bool(self._state[1])
+
+    @property
+    def skipped(self) -> int:
+        """Samples that failed to load during training and were replaced by others."""
+        return int(self._state[2])
+
+    def __len__(self):
+        return len(self.im_files)
+
+    # ---- loading ------------------------------------------------------------------------------
+    def load_image(self, i: int):
+        """(image BGR resized so its long side is img_size, (h0, w0), (h, w))."""
+        im = self.ims[i]
+        if im is not None:
+            h0, w0 = self.shapes[i]
+            return im, (int(h0), int(w0)), im.shape[:2]
+        f = self.im_files[i]
+        npy = Path(f).with_suffix(".npy")
+        im = np.load(npy) if self.cache == "disk" and npy.is_file() else None
+        if im is None:
+            im = cv2.imread(f, cv2.IMREAD_COLOR)  # BGR, EXIF orientation applied, 16-bit and alpha handled
+            if im is None:
+                raise OSError(f"image cannot be decoded: {f}")
+            im = self._resize(im)
+        h0, w0 = self.shapes[i]
+        return im, (int(h0), int(w0)), im.shape[:2]
+
+    def _resize(self, im):
+        h0, w0 = im.shape[:2]
+        r = self.img_size / max(h0, w0)
+        if r == 1:
+            return im
+        # official YOLOX's preprocessing truncates (int), YOLOv5's rounds up
+        size = (int(w0 * r), int(h0 * r)) if self.letterbox_mode == "topleft" else (math.ceil(w0 * r), math.ceil(h0 * r))
+        interp = cv2.INTER_LINEAR if (self.augment or r > 1 or self.letterbox_mode == "topleft") else cv2.INTER_AREA
+        return cv2.resize(im, size, interpolation=interp)
+
+    def _cache_images(self, cache: str) -> None:
+        if cache not in ("ram", "disk"):
+            raise ValueError(f"cache must be 'ram' or 'disk', got {cache!r}")
+        from tqdm import tqdm
+
+        def load(i):
+            im = self.load_image(i)[0]
+            if cache == "disk":
+                np.save(Path(self.im_files[i]).with_suffix(".npy"), im)
+                return i, None
+            return i, im
+
+        with ThreadPool(min(8, os.cpu_count() or 1)) as pool:
+            for i, im in tqdm(pool.imap(load, range(len(self))), total=len(self), desc=f"{self.prefix}caching images ({cache})", leave=False):
+                self.ims[i] = im
+
+    def _set_rect_shapes(self, batch_size: int, pad: float) -> None:
+        """YOLOv5's rectangular batches: images sorted by aspect ratio, one padded shape per batch."""
+        ar = self.shapes[:, 0] / self.shapes[:, 1]  # h / w
+        order = ar.argsort()
+        self.im_files = [self.im_files[i] for i in order]
+        self.labels = [self.labels[i] for i in order]
+        self.shapes, ar = self.shapes[order], ar[order]
+        nb = self.batch[-1] + 1
+        shapes = np.ones((nb, 2))
+        for b in range(nb):
+            ari = ar[self.batch == b]
+            if ari.max() < 1:
+                shapes[b] = [ari.max(), 1]
+            elif ari.min() > 1:
+                shapes[b] = [1, 1 / ari.min()]
+        self.batch_shapes = (np.ceil(shapes * self.img_size / self.stride + pad).astype(int) * self.stride)
+
+    # ---- samples ------------------------------------------------------------------------------
+    def __getitem__(self, index):
+        index = int(self.indices[index])
+        rng = np.random.default_rng([self.seed, int(self._state[0]), index])
+        for attempt in range(MAX_RETRIES):
+            try:
+                return self._sample(index, rng)
+            except (OSError, cv2.error, ValueError) as e:
+                self._state[2] += 1
+                LOGGER.warning(f"{self.prefix}WARNING {e}; using another image instead")
+                index = int(rng.integers(len(self)))
+        raise RuntimeError(f"{self.prefix}{MAX_RETRIES} images in a row failed to load; see the warnings")
+
+    def _sample(self, index, rng):
+        hyp = self.hyp
+        if self.augment and self.mosaic_enabled and rng.random() < hyp["mosaic"]:
+            img, labels = self._mosaic(index, rng)
+            shapes = None
+            if rng.random() < hyp["mixup"]:
+                img, labels = self._mixup(img, labels, rng)
+        else:
+            img, (h0, w0), (h, w) = self.load_image(index)
+            shape = tuple(self.batch_shapes[self.batch[index]]) if self.rect else self.img_size
+            img, ratio, pad = augment.letterbox(img, shape, mode=self.letterbox_mode, auto=False, scaleup=self.augment)
+            shapes = (h0, w0), ((h / h0 * ratio[1], w / w0 * ratio[0]), pad)
+            labels = self._pixel_labels(index, w, h, ratio, pad)
+            if self.augment:
+                img, labels = augment.random_perspective(img, labels, rng, degrees=hyp["degrees"], translate=hyp["translate"],
+                                                         scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"])
+        if self.augment:
+            augment.augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"], rng)
+            if rng.random() < hyp["flipud"]:
+                img, labels = augment.flip_ud(img, labels)
+            if rng.random() < hyp["fliplr"]:
+                img, labels = augment.flip_lr(img, labels)
+        labels = augment.filter_boxes(labels, min_side=1.0)
+        h, w = img.shape[:2]
+        out = np.zeros((len(labels), 6), dtype=np.float32)
+        out[:, 1:] = augment.xyxy_to_cxcywh_norm(labels, w, h)
+        chw = np.ascontiguousarray(img.transpose(2, 0, 1))  # HWC BGR -> CHW BGR
+        return torch.from_numpy(chw), torch.from_numpy(out), self.im_files[index], shapes
+
+    def _pixel_labels(self, index, w, h, ratio=(1.0, 1.0), pad=(0.0, 0.0)):
+        """[n, 5] (cls, x1, y1, x2, y2) in pixels of the resized (and letterboxed) image."""
+        labels = augment.cxcywh_norm_to_xyxy(self.labels[index], w, h)
+        labels[:, [1, 3]] = labels[:, [1, 3]] * ratio[0] + pad[0]
+        labels[:, [2, 4]] = labels[:, [2, 4]] * ratio[1] + pad[1]
+        return labels
+
+    def _mosaic(self, index, rng):
+        s = self.img_size
+        indices = [index] + rng.integers(0, len(self), 3).tolist()
+        images, labels = [], []
+        for i in indices:
+            img, _, (h, w) = self.load_image(i)
+            images.append(img)
+            labels.append(self._pixel_labels(i, w, h))
+        img, lab = augment.mosaic4(images, labels, s, rng)
+        hyp = self.hyp
+        return augment.random_perspective(img, lab, rng, degrees=hyp["degrees"], translate=hyp["translate"],
+                                          scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
+                                          border=(-s // 2, -s // 2))
+
+    def _mixup(self, img, labels, rng):
+        j = int(rng.integers(len(self)))
+        if self.hyp["mixup_mode"] == "yolov5":  # blend with a second mosaic
+            img2, labels2 = self._mosaic(j, rng)
+            return augment.mixup_yolov5(img, labels, img2, labels2, rng)
+        img2, _, (h, w) = self.load_image(j)  # official YOLOX: paste a scale-jittered image
+        return augment.mixup_yolox(img, labels, img2, self._pixel_labels(j, w, h), rng,
+                                   scale=tuple(self.hyp["mixup_scale"]), ratio=self.hyp["mixup_ratio"])
+
+    @staticmethod
+    def collate_fn(batch):
+        images, labels, paths, shapes = zip(*batch)
+        for i, lb in enumerate(labels):
+            lb[:, 0] = i  # image index within the batch
+        return torch.stack(images, 0), torch.cat(labels, 0), paths, shapes
+
+
+class SeededSampler(Sampler):
+    """Indices in an order fixed by (seed, epoch): reproducible, and resumable mid-run."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 10007 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self):
+        return self.n
+
+
+def create_dataloader(path, imgsz, batch_size, stride, hyp=None, augment=False, cache=None, rect=False,
+                      workers=8, shuffle=False, seed=0, rank=-1, prefix="", nc=None, json=None,
+                      images_dir=None, letterbox_mode="center", pad=0.0):
+    """(loader, dataset) as YOLOv5's create_dataloader; see the module docstring for the batches."""
+    if rect and shuffle:
+        LOGGER.warning(f"{prefix}--rect is incompatible with shuffle, shuffle turned off")
+        shuffle = False
+    dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
+                                  stride=int(stride), pad=pad, prefix=prefix, nc=nc, json=json,
+                                  images_dir=images_dir, letterbox_mode=letterbox_mode, seed=seed, workers=workers)
+    batch_size = min(batch_size, len(dataset))
+    nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
+    sampler = (distributed.DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1
+               else SeededSampler(len(dataset), shuffle, seed))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=nw,
+                        pin_memory=torch.cuda.is_available(), collate_fn=LoadImagesAndLabels.collate_fn,
+                        persistent_workers=nw > 0, worker_init_fn=_seed_worker,
+                        generator=torch.Generator().manual_seed(seed))
+    return loader, dataset
+
+
+def _seed_worker(worker_id):
+    """Only libraries that keep global random state need this: samples draw from their own rng."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    cv2.setRNGSeed(int(seed % 2**31))
+    cv2.setNumThreads(0)  # OpenCV threads inside loader workers only oversubscribe the cores

@@ -17,7 +17,7 @@ import numpy as np
 from utils.verify import verify_sample
 
 LOGGER = logging.getLogger("yolox5.data")
-CACHE_VERSION = "yolox5-labels-v1"
+CACHE_VERSION = "yolox5-labels-v2"  # bump when verification rules change
 STATUSES = ("found", "missing", "empty", "corrupt")
 
 

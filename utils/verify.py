@@ -14,6 +14,7 @@ import numpy as np
 IMG_FORMATS = ("bmp", "jpeg", "jpg", "png", "tif", "tiff", "webp", "mpo", "dng", "pfm")
 MIN_IMAGE_SIDE = 10
 ABSURD_MARGIN = 0.5  # a box reaching further than half an image outside is dropped, not clipped
+EDGE_TOLERANCE = 1e-4  # rounding of 6-decimal labels at the border: clipped without a warning
 
 
 @dataclass
@@ -96,7 +97,7 @@ def check_boxes(rows, nc: int, lines=None, unit: str = "line") -> tuple[np.ndarr
     for k in line[bad_size]:
         problems.append(f"{unit} {k}: zero, negative or non-finite size")
     x1y1, x2y2 = xy - wh / 2, xy + wh / 2
-    outside = ((x1y1 < 0) | (x2y2 > 1)).any(1) & ~bad_cls & ~bad_size
+    outside = ((x1y1 < -EDGE_TOLERANCE) | (x2y2 > 1 + EDGE_TOLERANCE)).any(1) & ~bad_cls & ~bad_size
     absurd = outside & (((xy < 0) | (xy > 1)).any(1) | (x1y1 < -ABSURD_MARGIN).any(1) | (x2y2 > 1 + ABSURD_MARGIN).any(1))
     for k in line[absurd]:
         problems.append(f"{unit} {k}: box far outside the image, dropped")

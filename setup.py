@@ -19,6 +19,7 @@ setup(
         "onnx>=1.14",
         "onnxsim>=0.4.33",  # onnx-simplifier: its wheels are published under this name
         "tqdm>=4.64",
+        "onnxruntime>=1.16",  # runs exported models in val.py and checks exports
     ],
     extras_require={
         # pytest, plus what the official yolox package imports (installed --no-deps by

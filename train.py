@@ -1,60 +1,100 @@
-"""Train a YAML YOLOX model.
+"""Train a YAML YOLOX model, YOLOv5-style.
 
-The full training loop (optimizer, schedules, EMA, AMP, resume, DDP, logs) arrives with the trainer
-issue. Until then this command checks the whole path a training step takes, on the built-in demo
-dataset by default: it builds the model from its YAML and prints the layer table, loads and
-verifies the data (generating the demo set on first use), runs one augmented batch through the
-model and ComputeXLoss, and back-propagates once.
-
-    python train.py --cfg models/yoloxs_rslu.yaml --data data/demo.yaml --hyp data/hyps/hyp.scratch.yolox.yaml
+    python train.py                      # a small model on the built-in demo dataset, CPU, a few minutes
+    python train.py --cfg models/yoloxs_rslu.yaml --data coco.yaml --hyp data/hyps/hyp.scratch.yolox.yaml \\
+        --weights '' --batch-size 64 --epochs 150 --img-size 640
+    python -m torch.distributed.run --nproc_per_node 2 train.py ... --device 0,1    # DDP
+    python train.py --resume             # continue the latest run where it stopped
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
-import torch
-import yaml
-
-from models.yolo import Model
-from utils.data_config import load_data_config
-from utils.datasets import create_dataloader
-from utils.loss import ComputeXLoss
+# The demo dataset's defaults for options left unset: small and fast on a CPU.
+DEMO_DEFAULTS = {"cfg": "models/yoloxn.yaml", "epochs": 20, "imgsz": 320, "batch_size": 16}
+DEFAULTS = {"cfg": "models/yoloxs.yaml", "epochs": 100, "imgsz": 640, "batch_size": 16}
 
 
 def parse_opt(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg", default="models/yoloxs_rslu.yaml", help="model YAML")
-    parser.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
-    parser.add_argument("--hyp", default="data/hyps/hyp.scratch.yolox.yaml", help="hyperparameters YAML")
-    parser.add_argument("--img-size", "--imgsz", type=int, default=320, help="train size (pixels)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    p = argparse.ArgumentParser(description="Train a YAML YOLOX model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--cfg", default=None, help="model YAML (default: yoloxn on the demo set, yoloxs otherwise)")
+    p.add_argument("--weights", default="", help="initial weights: a project checkpoint or an official YOLOX .pth; '' = scratch")
+    p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
+    p.add_argument("--hyp", default="data/hyps/hyp.scratch.yolox.yaml", help="hyperparameters YAML")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
+    p.add_argument("--img-size", "--imgsz", "--img", dest="imgsz", type=int, default=None, help="train and val size (pixels)")
+    p.add_argument("--device", default="", help="cpu, 0 or 0,1 (default: CUDA when available)")
+    p.add_argument("--workers", type=int, default=8, help="data loader workers per process")
+    p.add_argument("--cache", nargs="?", const="ram", default=None, choices=["ram", "disk"], help="cache images")
+    p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest run, or the given last.pt")
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="reuse project/name instead of numbering a new one")
+    p.add_argument("--multi-scale", action="store_true", help="random input size (0.75-1.25x) every 10 iterations")
+    p.add_argument("--single-cls", action="store_true", help="train every class as one")
+    p.add_argument("--cos-lr", action="store_true", help="cosine schedule instead of linear")
+    p.add_argument("--save-period", type=int, default=-1, help="also save a checkpoint every N epochs")
+    p.add_argument("--patience", type=int, default=100, help="stop after N epochs without improvement (0: never)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze the first N layers, or the listed layers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noautoanchor", action="store_true", help="accepted for YOLOv5 command lines; YOLOX is anchor-free")
+    p.add_argument("--noval", action="store_true", help="validate only after the last epoch")
+    p.add_argument("--nosave", action="store_true", help="save only the final checkpoint")
+    p.add_argument("--noplots", action="store_true", help="write no plots")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
+    p.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=-1, help="set by torch.distributed.launch")
+    opt = p.parse_args(argv)
+    if opt.freeze == [0]:
+        opt.freeze = []
+    return opt
+
+
+def apply_defaults(opt):
+    """Unset options take the demo set's small defaults when training on it, YOLOv5's otherwise."""
+    demo = False
+    if not opt.resume:
+        try:
+            import yaml
+
+            path = Path(opt.data)
+            path = path if path.is_file() else Path(__file__).parent / "data" / path.name
+            demo = (yaml.safe_load(path.read_text()) or {}).get("generate") == "demo"
+        except (OSError, AttributeError):
+            demo = False
+    for k, v in (DEMO_DEFAULTS if demo else DEFAULTS).items():
+        if getattr(opt, k) is None:
+            setattr(opt, k, v)
+    return opt
 
 
 def main(argv=None):
-    opt = parse_opt(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.manual_seed(opt.seed)
-    data = load_data_config(opt.data)
-    hyp = yaml.safe_load(open(opt.hyp))
-    model = Model(opt.cfg, nc=data["nc"])
-    model.info(opt.img_size)
-    loader, dataset = create_dataloader(data["train"], opt.img_size, opt.batch_size, int(model.stride.max()), hyp=hyp,
-                                        augment=True, workers=opt.workers, shuffle=True, seed=opt.seed,
-                                        nc=data["nc"], prefix="train: ")
-    compute_loss = ComputeXLoss(model, hyp)
-    images, targets, _, _ = next(iter(loader))
-    model.train()
-    loss, items = compute_loss(model(images.float()), targets)  # BGR 0-255, as official YOLOX
-    loss.backward()
-    print(f"one step on {len(images)} images, {len(targets)} boxes: loss {loss.item():.3f} = "
-          f"iou {items[0]:.3f} + obj {items[1]:.3f} + cls {items[2]:.3f} + l1 {items[3]:.3f}; "
-          f"{int(compute_loss.last_stats['num_fg'])} foreground anchors")
-    print("the training loop is not implemented yet (trainer issue): this checked model, data and loss end to end")
-    return loss
+    opt = apply_defaults(parse_opt(argv))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from utils.devices import dist_context
+    from utils.runs import increment_path
+    from utils.trainer import Trainer
+
+    ctx = dist_context(opt.local_rank)
+    if not opt.resume:
+        opt.save_dir = str(Path(opt.project) / opt.name) if not ctx.is_main else str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
+        if ctx.distributed:  # every process must use rank 0's numbered folder
+            opt.save_dir = _shared_save_dir(opt, ctx)
+    return Trainer(opt).train()
+
+
+def _shared_save_dir(opt, ctx):
+    import torch.distributed as dist
+
+    from utils.devices import init_distributed, select_device
+
+    init_distributed(ctx, select_device(opt.device, ctx))
+    box = [opt.save_dir]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 if __name__ == "__main__":

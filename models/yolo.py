@@ -225,3 +225,25 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def load_pretrained(model: Model, weights, log=LOGGER) -> None:
+    """Start ``model`` from a checkpoint (this project's or official YOLOX's) for training.
+
+    Weights load by name; when only the class predictions differ in shape (another nc), those are
+    left freshly initialised, with a message. Any other mismatch is an error listing the keys.
+    """
+    ckpt = read_checkpoint(weights)
+    state = ckpt.get("ema") or ckpt.get("model")
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
+    if yolox_official.is_official(state):
+        state = yolox_official.official_to_project(yolox_official.as_float_tensors(state))
+    own = model.state_dict()
+    cls_keys = [k for k in state if ".cls_preds." in k and k in own and state[k].shape != own[k].shape]
+    if cls_keys:
+        log.info(f"{weights}: class predictions re-initialised for nc={model.nc} "
+                 f"(checkpoint has nc={state[cls_keys[0]].shape[0]}); every other weight transferred")
+        state = {k: (own[k] if k in cls_keys else v) for k, v in state.items()}
+    load_state_dict_checked(model, {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+                                    for k, v in state.items()}, source=str(weights))

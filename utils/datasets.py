@@ -64,7 +64,7 @@ class LoadImagesAndLabels(Dataset):
 
     def __init__(self, path=None, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
                  cache=None, stride=32, pad=0.0, prefix="", nc=None, json=None, images_dir=None,
-                 letterbox_mode="center", seed=0, workers=8):
+                 letterbox_mode="center", seed=0, workers=8, single_cls=False):
         if nc is None:
             raise ValueError("the number of classes (nc) is needed to check labels")
         if letterbox_mode not in ("center", "topleft"):
@@ -87,6 +87,8 @@ class LoadImagesAndLabels(Dataset):
         checked = verify_dataset(images, label_files, rows, nc, cache_path, prefix, workers,
                                  extra_key=str(json) if json else "")
         self.im_files, self.labels = checked.files, checked.labels
+        if single_cls:  # one class for everything (--single-cls), after checking against the real nc
+            self.labels = [np.concatenate((np.zeros_like(x[:, :1]), x[:, 1:]), 1) for x in self.labels]
         self.shapes = checked.shapes  # [N, 2] (h, w)
         self.counts = checked.counts
         n = len(self.im_files)
@@ -283,14 +285,15 @@ class SeededSampler(Sampler):
 
 def create_dataloader(path, imgsz, batch_size, stride, hyp=None, augment=False, cache=None, rect=False,
                       workers=8, shuffle=False, seed=0, rank=-1, prefix="", nc=None, json=None,
-                      images_dir=None, letterbox_mode="center", pad=0.0):
+                      images_dir=None, letterbox_mode="center", pad=0.0, single_cls=False):
     """(loader, dataset) as YOLOv5's create_dataloader; see the module docstring for the batches."""
     if rect and shuffle:
         LOGGER.warning(f"{prefix}--rect is incompatible with shuffle, shuffle turned off")
         shuffle = False
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
                                   stride=int(stride), pad=pad, prefix=prefix, nc=nc, json=json,
-                                  images_dir=images_dir, letterbox_mode=letterbox_mode, seed=seed, workers=workers)
+                                  images_dir=images_dir, letterbox_mode=letterbox_mode, seed=seed, workers=workers,
+                                  single_cls=single_cls)
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
     sampler = (distributed.DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank != -1

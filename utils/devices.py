@@ -1,0 +1,55 @@
+"""Device selection and the distributed (DDP) context from torch.distributed.run's environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistContext:
+    rank: int = -1        # global rank, -1 when not distributed
+    local_rank: int = -1
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank in (-1, 0)
+
+    @property
+    def distributed(self) -> bool:
+        return self.rank != -1
+
+
+def dist_context(local_rank_arg: int = -1) -> DistContext:
+    """Ranks from torch.distributed.run (RANK, LOCAL_RANK, WORLD_SIZE) or launch's --local-rank."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return DistContext()
+    local = int(os.environ.get("LOCAL_RANK", local_rank_arg))
+    return DistContext(int(os.environ.get("RANK", local)), local, world)
+
+
+def select_device(device: str = "", ctx: DistContext | None = None) -> torch.device:
+    """'cpu', '0', '0,1' or '' (CUDA when available). Under DDP each process takes cuda:LOCAL_RANK."""
+    device = str(device).strip().lower().replace("cuda:", "")
+    if device == "cpu" or (device == "" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device} asks for CUDA, but torch.cuda.is_available() is False; use --device cpu")
+    ids = [int(x) for x in device.split(",")] if device else list(range(torch.cuda.device_count()))
+    if any(i >= torch.cuda.device_count() for i in ids):
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if ctx is not None and ctx.distributed:
+        return torch.device("cuda", ids[ctx.local_rank % len(ids)])
+    return torch.device("cuda", ids[0])
+
+
+def init_distributed(ctx: DistContext, device: torch.device) -> None:
+    """NCCL on CUDA, gloo on CPU."""
+    if ctx.distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

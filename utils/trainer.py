@@ -1,0 +1,403 @@
+"""The training loop behind train.py: one class, one method per stage.
+
+Learning rate per image: gradients are accumulated until a step has seen about ``NOMINAL_BATCH``
+(64) images, and each batch's loss (a mean over its foreground anchors) is scaled by
+total batch / 64, where total batch = batch per process x processes. A step therefore applies
+lr0 to the mean gradient of 64 images at any batch size and any number of processes; beyond 64
+images per batch the scale grows linearly, as official YOLOX's lr = 0.01 / 64 per image does.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+
+from models.yolo import Model, load_pretrained
+from utils.checkpoints import read_checkpoint, save_checkpoint
+from utils.config import load_hyp
+from utils.data_config import load_data_config
+from utils.datasets import create_dataloader
+from utils.devices import dist_context, init_distributed, select_device
+from utils.ema import ModelEMA, unwrap
+from utils.loss import ComputeXLoss
+from utils.metrics import fitness
+from utils.optim import build_optimizer
+from utils.runs import increment_path
+from utils.schedule import LRSchedule, warmup
+
+LOGGER = logging.getLogger("yolox5.train")
+NOMINAL_BATCH = 64
+MAX_BAD_STEPS = 10          # consecutive non-finite losses before the run stops
+MULTISCALE_EVERY = 10       # iterations between input-size changes with --multi-scale
+MULTISCALE_RANGE = (0.75, 1.25)  # official YOLOX: 480-800 at 640
+RESULT_KEYS = ["train/iou_loss", "train/obj_loss", "train/cls_loss", "train/l1_loss", "metrics/precision",
+               "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/iou_loss", "val/obj_loss",
+               "val/cls_loss", "val/l1_loss", "x/lr0", "x/lr1", "x/lr2"]
+
+
+class Trainer:
+    def __init__(self, opt):
+        self.ctx = dist_context(opt.local_rank)
+        self.device = select_device(opt.device, self.ctx)
+        init_distributed(self.ctx, self.device)
+        self.resume_ckpt = self._resume_checkpoint(opt)
+        if self.resume_ckpt is not None:
+            opt = self._restore_options(opt, self.resume_ckpt)
+        self.opt = opt
+        self.main = self.ctx.is_main
+        self.save_dir = Path(opt.save_dir)
+        self.wdir = self.save_dir / "weights"
+        if self.main:
+            self.wdir.mkdir(parents=True, exist_ok=True)
+        self.hyp = self.resume_ckpt["hyp"] if self.resume_ckpt else load_hyp(opt.hyp)
+        torch.manual_seed(opt.seed + max(self.ctx.rank, 0))
+        self.data = self._load_data()
+        self.nc = 1 if opt.single_cls else self.data["nc"]
+        self.names = ["item"] if opt.single_cls else self.data["names"]
+        self._build_model()
+        self._build_data()
+        self._build_optimizer()
+        self._restore_state()
+        self._wrap_ddp()
+        self.compute_loss = ComputeXLoss(self.model, self.hyp)
+        self.val_loss = ComputeXLoss(self.model, self.hyp)  # its own L1 switch and grid cache
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    @staticmethod
+    def _resume_checkpoint(opt):
+        if not opt.resume:
+            return None
+        path = Path(opt.resume) if isinstance(opt.resume, str) and opt.resume not in ("", "True") else _last_run(opt.project)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint found ({path or opt.project + '/*/weights/last.pt'})")
+        ckpt = read_checkpoint(path)
+        if "optimizer" not in ckpt or "opt" not in ckpt:
+            raise ValueError(f"{path}: not a training checkpoint of this project (no optimizer state); use --weights")
+        LOGGER.info(f"Resuming training from {path} (epoch {ckpt['epoch'] + 1} of {ckpt['opt']['epochs']})")
+        return ckpt
+
+    @staticmethod
+    def _restore_options(opt, ckpt):
+        """The interrupted run's options, except where this process runs (device, workers, rank)."""
+        keep = {k: getattr(opt, k) for k in ("device", "workers", "local_rank")}
+        restored = deepcopy(opt)
+        for k, v in ckpt["opt"].items():
+            setattr(restored, k, v)
+        for k, v in keep.items():
+            setattr(restored, k, v)
+        restored.resume, restored.weights = True, ""
+        return restored
+
+    def _load_data(self):
+        # rank 0 first: the demo set is generated on first use and the others must not race it
+        if not self.main:
+            dist.barrier()
+        data = load_data_config(self.opt.data)
+        if self.main and self.ctx.distributed:
+            dist.barrier()
+        return data
+
+    def _build_model(self):
+        opt = self.opt
+        cfg = (self.resume_ckpt or {}).get("yaml") or opt.cfg
+        if not cfg:
+            raise ValueError("--cfg is required (or --weights with a project checkpoint that holds its YAML)")
+        self.model = Model(cfg, nc=self.nc).to(self.device)
+        self.model.names = self.names
+        if opt.weights and not self.resume_ckpt:
+            load_pretrained(self.model, opt.weights, LOGGER)
+        self.stride = int(self.model.stride.max())
+        if opt.imgsz % self.stride:
+            raise ValueError(f"--img-size {opt.imgsz} must be a multiple of the largest stride {self.stride}")
+        for i in _freeze_layers(opt.freeze, len(self.model.model)):
+            for p in self.model.model[i].parameters():
+                p.requires_grad_(False)
+        if opt.sync_bn and self.ctx.distributed and self.device.type == "cuda":
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
+
+    def _build_data(self):
+        opt, hyp = self.opt, self.hyp
+        self.batch_total = opt.batch_size
+        local_batch = opt.batch_size // self.ctx.world_size
+        train_kw = dict(json=self.data.get("train_json"), images_dir=self.data.get("train_images")) \
+            if self.data.get("train_json") and self.data.get("train_images") else {}
+        self.train_loader, self.dataset = create_dataloader(
+            None if train_kw else self.data["train"], opt.imgsz, local_batch, self.stride, hyp=hyp, augment=True,
+            cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank,
+            prefix="train: ", nc=self.data["nc"], single_cls=opt.single_cls, **train_kw)
+        self.nb = len(self.train_loader)
+        self.no_aug_epochs = min(int(hyp["no_aug_epochs"]), max(opt.epochs // 4, 1))
+        if self.no_aug_epochs != hyp["no_aug_epochs"] and self.main:
+            LOGGER.info(f"no_aug_epochs {hyp['no_aug_epochs']} capped to {self.no_aug_epochs} for a {opt.epochs}-epoch run")
+        self.val_loader = None
+        if self.main and (self.data.get("val") or self.data.get("val_json")):
+            val_kw = dict(json=self.data.get("val_json"), images_dir=self.data.get("val_images")) \
+                if self.data.get("val_json") and self.data.get("val_images") else {}
+            self.val_loader, _ = create_dataloader(
+                None if val_kw else self.data["val"], opt.imgsz, local_batch * 2, self.stride, cache=opt.cache,
+                rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=self.data["nc"],
+                single_cls=opt.single_cls, **val_kw)
+
+    def _build_optimizer(self):
+        hyp, opt = self.hyp, self.opt
+        self.accumulate = max(round(NOMINAL_BATCH / self.batch_total), 1)
+        decay = hyp["weight_decay"] * self.batch_total * self.accumulate / NOMINAL_BATCH
+        self.optimizer = build_optimizer(self.model, hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"])
+        kind = "cos" if opt.cos_lr and hyp["scheduler"] == "linear" else hyp["scheduler"]
+        self.schedule = LRSchedule(kind, opt.epochs, hyp["lrf"], hyp["warmup_epochs"], self.no_aug_epochs)
+        self.warmup_steps = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else 0
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.start_epoch, self.best_fitness = 0, 0.0
+
+    def _restore_state(self):
+        ckpt = self.resume_ckpt
+        if ckpt is None:
+            return
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema"):
+            self.ema.ema.load_state_dict(ckpt["ema"])
+            self.ema.updates = int(ckpt.get("updates", 0))
+        self.start_epoch, self.best_fitness = int(ckpt["epoch"]) + 1, float(ckpt.get("best_fitness", 0.0))
+        if self.start_epoch >= self.opt.epochs:
+            raise ValueError(f"this run already finished its {self.opt.epochs} epochs; nothing to resume")
+
+    def _wrap_ddp(self):
+        if self.ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def train(self):
+        opt = self.opt
+        if self.main:
+            self._write_run_files()
+        self.last_opt_step, self.bad_steps = -1, 0
+        t0 = time.time()
+        for epoch in range(self.start_epoch, opt.epochs):
+            self._begin_epoch(epoch)
+            train_items = self._train_epoch(epoch)
+            if self.main:
+                final = epoch + 1 == opt.epochs
+                results = self._validate(final) if (not opt.noval or final) else (0.0,) * 8
+                self._log_epoch(epoch, train_items, results)
+                stop = self._save(epoch, results, final)
+            else:
+                stop = False
+            if self.ctx.distributed:
+                flag = torch.tensor([int(stop)], device=self.device)
+                dist.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
+                break
+        if self.main:
+            self._finish(time.time() - t0)
+        if self.ctx.distributed:
+            dist.destroy_process_group()
+        return self.save_dir
+
+    def _begin_epoch(self, epoch):
+        self.dataset.set_epoch(epoch)
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)
+        if epoch >= self.opt.epochs - self.no_aug_epochs and self.dataset.mosaic_enabled:
+            self.dataset.close_mosaic()
+            self.compute_loss.use_l1 = self.val_loss.use_l1 = True
+            if self.main:
+                LOGGER.info(f"epoch {epoch}: mosaic and mixup off, L1 loss on (last {self.no_aug_epochs} epochs)")
+        self.model.train()
+
+    def _train_epoch(self, epoch):
+        from tqdm import tqdm
+
+        opt, nb = self.opt, self.nb
+        mean_items = torch.zeros(4, device=self.device)
+        bar = enumerate(self.train_loader)
+        if self.main:
+            LOGGER.info(("%10s" * 8) % ("Epoch", "GPU_mem", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "Instances", "Size"))
+            bar = tqdm(bar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
+        self.optimizer.zero_grad()
+        for i, (images, targets, paths, _) in bar:
+            ni = i + nb * epoch
+            images = images.to(self.device, non_blocking=True).float()  # BGR 0-255, as official YOLOX
+            targets = targets.to(self.device)
+            self._set_lr(ni, epoch + i / nb)
+            if opt.multi_scale and ni % MULTISCALE_EVERY == 0:
+                self.size = self._random_size(ni)
+            if opt.multi_scale and getattr(self, "size", opt.imgsz) != images.shape[-1]:
+                images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+                preds = self.model(images)
+            loss, items = self.compute_loss(preds, targets)
+            if not self._finite(loss, epoch, i):
+                continue
+            self.scaler.scale(loss * self.batch_total / NOMINAL_BATCH).backward()
+            if ni - self.last_opt_step >= self._accumulate(ni):
+                self._step()
+                self.last_opt_step = ni
+            if self.main:
+                mean_items = (mean_items * i + items) / (i + 1)
+                mem = f"{torch.cuda.memory_reserved(self.device) / 1e9:.3g}G" if self.device.type == "cuda" else "cpu"
+                bar.set_description(("%10s" * 2 + "%10.4g" * 6) % (f"{epoch}/{opt.epochs - 1}", mem, *mean_items.tolist(),
+                                                                   targets.shape[0], images.shape[-1]))
+                if epoch == self.start_epoch and i < 3 and not opt.noplots:
+                    from utils.plots import plot_images
+
+                    plot_images(images.to(torch.uint8).cpu(), targets.cpu(), paths, self.save_dir / f"train_batch{i}.jpg", self.names)
+        self.lr = [g["lr"] for g in self.optimizer.param_groups]
+        return mean_items.tolist()
+
+    def _accumulate(self, ni):
+        if ni <= self.warmup_steps:
+            return max(1, round(float(np.interp(ni, [0, self.warmup_steps], [1, NOMINAL_BATCH / self.batch_total]))))
+        return self.accumulate
+
+    def _set_lr(self, ni, epoch_float):
+        hyp = self.hyp
+        target = hyp["lr0"] * self.schedule.factor(epoch_float)
+        for j, g in enumerate(self.optimizer.param_groups):
+            start = hyp["warmup_bias_lr"] if j == 2 else 0.0
+            g["lr"] = warmup(ni, self.warmup_steps, target, start, hyp["warmup_quadratic"])
+            g["momentum"] = warmup(ni, self.warmup_steps, hyp["momentum"], hyp["warmup_momentum"])
+
+    def _random_size(self, ni):
+        rng = np.random.default_rng([self.opt.seed, ni])  # same draw on every process
+        lo, hi = (int(self.opt.imgsz * f) // self.stride for f in MULTISCALE_RANGE)
+        return int(rng.integers(lo, hi + 1)) * self.stride
+
+    def _finite(self, loss, epoch, i) -> bool:
+        """False (and the step skipped) for a non-finite loss; too many in a row stop the run."""
+        finite = torch.isfinite(loss.detach()).float()
+        if self.ctx.distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item():
+            self.bad_steps = 0
+            return True
+        self.bad_steps += 1
+        self.optimizer.zero_grad()
+        if self.main:
+            LOGGER.warning(f"WARNING non-finite loss at epoch {epoch} batch {i}: step skipped ({self.bad_steps} in a row)")
+        if self.bad_steps >= MAX_BAD_STEPS:
+            if self.main:
+                self._save(epoch - 1, (0.0,) * 8, False, force_last=True)
+            raise RuntimeError(f"{MAX_BAD_STEPS} non-finite losses in a row: training stopped. Lower lr0, or "
+                               f"check the data; {self.wdir / 'last.pt'} holds the last good epoch")
+        return False
+
+    def _step(self):
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    # ---- validation, logs, checkpoints ---------------------------------------------------------
+    def _validate(self, final: bool):
+        if self.val_loader is None:
+            return (0.0,) * 8
+        import val
+
+        results, self.maps, _ = val.run(self.data, batch_size=self.val_loader.batch_size, imgsz=self.opt.imgsz,
+                                        model=self.ema.ema, dataloader=self.val_loader, save_dir=self.save_dir,
+                                        compute_loss=self.val_loss,
+                                        plots=final and not self.opt.noplots, single_cls=self.opt.single_cls,
+                                        verbose=final, classwise=final)
+        results = [float(x) for x in results][:8]
+        return tuple(results + [0.0] * (8 - len(results)))  # (P, R, mAP50, mAP50-95, 4 val losses)
+
+    def _log_epoch(self, epoch, train_items, results):
+        row = [epoch, *train_items, *results[:8], *getattr(self, "lr", [0.0] * 3)]
+        path = self.save_dir / "results.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", *RESULT_KEYS])
+            w.writerow([f"{x:.6g}" if isinstance(x, float) else x for x in row])
+        if self.tb is not None:
+            for k, v in zip(RESULT_KEYS, row[1:]):
+                self.tb.add_scalar(k, v, epoch)
+
+    def _save(self, epoch, results, final, force_last=False) -> bool:
+        """last.pt every epoch, best.pt on a new best fitness; True when --patience says stop."""
+        fit = float(fitness(results))
+        if fit > self.best_fitness:
+            self.best_fitness, self.best_epoch = fit, epoch
+        if not self.opt.nosave or final or force_last:
+            ckpt = {"epoch": epoch, "best_fitness": self.best_fitness, "model": unwrap(self.model).state_dict(),
+                    "ema": self.ema.ema.state_dict(), "updates": self.ema.updates,
+                    "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                    "hyp": self.hyp, "opt": _plain(vars(self.opt)), "yaml": unwrap(self.model).yaml,
+                    "names": self.names, "date": datetime.now().isoformat(timespec="seconds")}
+            save_checkpoint(self.wdir / "last.pt", ckpt)
+            if fit == self.best_fitness and fit > 0:
+                save_checkpoint(self.wdir / "best.pt", ckpt)
+            if self.opt.save_period > 0 and (epoch + 1) % self.opt.save_period == 0:
+                save_checkpoint(self.wdir / f"epoch{epoch}.pt", ckpt)
+        patience = self.opt.patience
+        if patience and epoch - getattr(self, "best_epoch", epoch) >= patience:
+            LOGGER.info(f"Stopping early: no improvement in the last {patience} epochs (best at epoch {self.best_epoch})")
+            return True
+        return False
+
+    def _write_run_files(self):
+        (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(self.hyp, sort_keys=False))
+        (self.save_dir / "opt.yaml").write_text(yaml.safe_dump(_plain(vars(self.opt)), sort_keys=False))
+        self.tb = _tensorboard(self.save_dir)
+        if not self.opt.noplots and self.resume_ckpt is None:
+            from utils.plots import plot_labels
+
+            plot_labels(self.dataset.labels, self.names, self.save_dir / "labels.jpg")
+
+    def _finish(self, seconds):
+        LOGGER.info(f"{self.opt.epochs - self.start_epoch} epochs completed in {seconds / 3600:.3f} hours.")
+        if not self.opt.noplots and (self.save_dir / "results.csv").exists():
+            from utils.plots import plot_results
+
+            plot_results(self.save_dir / "results.csv")
+        skipped = self.dataset.skipped
+        if skipped:
+            LOGGER.warning(f"WARNING {skipped} training samples failed to load and were replaced (see warnings above)")
+        LOGGER.info(f"Results saved to {self.save_dir}")
+
+
+def _freeze_layers(freeze, n_layers):
+    """--freeze 10 freezes layers 0-9; --freeze 0 3 5 freezes those layers."""
+    freeze = list(freeze or [])
+    if len(freeze) == 1:
+        return list(range(min(freeze[0], n_layers)))
+    return [i for i in freeze if 0 <= i < n_layers]
+
+
+def _last_run(project) -> Path | None:
+    runs = sorted(Path(project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def _plain(d: dict) -> dict:
+    """Options as YAML/weights-only friendly values."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def _tensorboard(save_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: only when tensorboard is installed
+        return None
+    return SummaryWriter(str(save_dir))

@@ -33,6 +33,21 @@ def pairwise_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(area_i / (area_a + area_b - area_i), nan=0.0)
 
 
+def paired_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of matching rows a [..., 4] and b [..., 4], cxcywh -> [...].
+
+    ``pairwise_iou_cxcywh``'s arithmetic op for op, only without the pairwise broadcast, so each value
+    is bit for bit the one the pairwise function gives for that pair (elementwise float ops are exact).
+    """
+    tl = torch.max(a[..., :2] - a[..., 2:] / 2, b[..., :2] - b[..., 2:] / 2)
+    br = torch.min(a[..., :2] + a[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2)
+    area_a = a[..., 2] * a[..., 3]
+    area_b = b[..., 2] * b[..., 3]
+    overlap = (tl < br).all(-1)
+    area_i = (br[..., 0] - tl[..., 0]) * (br[..., 1] - tl[..., 1]) * overlap
+    return torch.nan_to_num(area_i / (area_a + area_b - area_i), nan=0.0)
+
+
 def iou_cxcywh(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-16) -> torch.Tensor:
     """Elementwise IoU of matching rows [..., 4] cxcywh; official IOUloss arithmetic (eps 1e-16)."""
     tl = torch.max(pred[..., :2] - pred[..., 2:] / 2, target[..., :2] - target[..., 2:] / 2)
@@ -58,3 +73,23 @@ def giou_cxcywh(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-16) ->
     area_u = area_p + area_g - area_i
     giou = iou - (area_c - area_u) / area_c.clamp(eps)
     return giou.clamp(min=-1.0, max=1.0)
+
+
+def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every box in a [N, 4] with every box in b [M, 4], xyxy -> [N, M].
+
+    torchvision's ``box_iou`` arithmetic (inter / (area_a + area_b - inter)); a pair whose union is
+    empty (two zero-area boxes) gives 0, not NaN, so it never counts as an overlap.
+    """
+    area_a, area_b = box_area(a), box_area(b)  # [N], [M]
+    tl = torch.max(a[:, None, :2], b[None, :, :2])  # [N, M, 2]
+    br = torch.min(a[:, None, 2:], b[None, :, 2:])  # [N, M, 2]
+    wh = (br - tl).clamp(min=0)  # [N, M, 2]
+    inter = wh[..., 0] * wh[..., 1]  # [N, M]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
+
+
+def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
+    """Corners [..., 4] -> COCO's (x, y, w, h) with (x, y) the top-left corner."""
+    return torch.cat((boxes[..., :2], boxes[..., 2:] - boxes[..., :2]), -1)

@@ -233,7 +233,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
     as given; ``compute_loss`` adds the mean ComputeXLoss items (5*iou, obj, cls, l1) from the same forward.
     Standalone: ``weights`` (a checkpoint, official YOLOX .pth, or .onnx) and ``data`` (a path or the dict
     of load_data_config) build them. mAP comes from COCOeval; P and R from ap_per_class.
-    ``plots`` is accepted for the trainer's call and not used yet.
+    ``plots`` writes the first batch with its labels and with the predictions to save_dir.
     """
     _check_options(task, coco_backend, letterbox_mode)
     data = data if isinstance(data, dict) else load_data_config(data)
@@ -271,9 +271,22 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
     metrics, times = state.metrics(), state.times_ms()
     _print_results(names, metrics, coco, state, times, verbose, classwise, training, len(dataset))
     _save(save_dir, state.jdict if save_json else None, None if training else coco, names)
+    if plots and save_dir is not None and state.first is not None:
+        _plot_first_batch(state.first, Path(save_dir), names)
     mp, mr = (float(metrics.p.mean()), float(metrics.r.mean())) if metrics is not None else (0.0, 0.0)
     map50, map_ = (float(coco.stats[1]), float(coco.stats[0])) if coco else (0.0, 0.0)
     return (mp, mr, map50, map_, *state.loss_mean()), _class_maps(coco, len(names)), times
+
+
+def _plot_first_batch(first, save_dir: Path, names) -> None:
+    """val_batch0_labels.jpg and val_batch0_pred.jpg: the same images with ground truth and predictions."""
+    from utils.plots import plot_images
+
+    images, targets, dets, paths = first
+    plot_images(images, targets, paths, save_dir / "val_batch0_labels.jpg", names)
+    rows = [torch.cat((torch.full((len(d), 1), float(i)), d[:, 5:6], d[:, :5]), 1) for i, d in enumerate(dets)]
+    preds = torch.cat(rows) if rows else torch.zeros(0, 7)  # [K, 7] (img, cls, x1, y1, x2, y2, score)
+    plot_images(images, preds, paths, save_dir / "val_batch0_pred.jpg", names)
 
 
 def _check_options(task, coco_backend, letterbox_mode) -> None:
@@ -350,6 +363,7 @@ class _Loop:
         self.n_batches = self.seen = 0
         self.dt = [0.0, 0.0, 0.0]  # seconds: pre-process, inference, NMS
         self.shape = None  # the first batch's input shape
+        self.first = None  # the first batch (images, targets, detections in input pixels, paths) for plots
 
     def batch(self, model, images, targets, paths, shapes, s: _Setup):
         t0 = self._clock()
@@ -367,6 +381,8 @@ class _Loop:
         self.dt = [a + b for a, b in zip(self.dt, (t1 - t0, t2 - t1, t3 - t2))]
         self.n_batches += 1
         self.shape = self.shape or tuple(im.shape)
+        if self.first is None:
+            self.first = (images.cpu(), targets.cpu(), [d.detach().cpu() for d in dets], paths)
         for det, path, shape in zip(dets, paths, shapes):
             self._image(det, path, shape, tuple(im.shape[2:]), s)
 

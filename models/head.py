@@ -42,6 +42,9 @@ class DetectX(nn.Module):
         self.obj_preds = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in reg_ch)
         self.stride = torch.ones(self.nl)  # set by Model from a dry run; not part of the state_dict
         self._grid_cache: dict = {}
+        # Per-instance export switch: forward returns per level the (reg, obj, cls) logits of the
+        # prediction convs, [B, 4 | 1 | nc, H, W], so exporters lay outputs out without slicing.
+        self.export_levels = False
         self.initialize_biases()
 
     def initialize_biases(self, prior_prob: float = PRIOR_PROB) -> None:
@@ -60,10 +63,12 @@ class DetectX(nn.Module):
         return sizes
 
     def forward(self, xs: list[torch.Tensor]):
+        levels = [(self.reg_preds[i](xs[2 * i + 1]), self.obj_preds[i](xs[2 * i + 1]), self.cls_preds[i](xs[2 * i]))
+                  for i in range(self.nl)]
+        if self.export_levels:
+            return levels
         outputs = []
-        for i in range(self.nl):
-            cls_feat, reg_feat = xs[2 * i], xs[2 * i + 1]
-            reg, obj, cls = self.reg_preds[i](reg_feat), self.obj_preds[i](reg_feat), self.cls_preds[i](cls_feat)
+        for reg, obj, cls in levels:
             if self.training:
                 outputs.append(torch.cat((reg, obj, cls), 1))  # [B, 5 + nc, H, W] logits
             else:

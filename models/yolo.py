@@ -177,6 +177,7 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         if ckpt.get("names"):
             model.names = list(ckpt["names"])
     load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
+    model.official = bool(shown_names)  # official weights expect official preprocessing (top-left letterbox)
     return model.to(device).eval()
 
 

@@ -61,7 +61,7 @@ def official_checkpoint(tmp_path, name, nc=80, seed=0):
 def test_official_checkpoint_loads_and_outputs_match(yolox_pkg, tmp_path, name):
     official, path = official_checkpoint(tmp_path, name)
     ours = load_model(path)  # the model file is inferred from the checkpoint's shapes
-    assert ours.yaml["yaml_file"] == f"{name}.yaml"
+    assert ours.yaml["yaml_file"] == f"{name}.yaml" and ours.official
     x = torch.rand(2, 3, 96, 128) * 4
     with torch.no_grad():
         expected, actual = official(x), ours(x)
@@ -106,7 +106,7 @@ def test_project_checkpoint_round_trip_is_weights_only(tmp_path):
     raw = torch.load(path, weights_only=True)  # plain data only
     assert raw["yaml"]["nc"] == 4
     loaded = load_model(path)
-    assert loaded.names == names and not loaded.training
+    assert loaded.names == names and not loaded.training and not loaded.official
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))

@@ -12,6 +12,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from copy import deepcopy
 from datetime import datetime
@@ -138,6 +139,9 @@ class Trainer:
             cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank,
             prefix="train: ", nc=self.data["nc"], single_cls=opt.single_cls, **train_kw)
         self.nb = len(self.train_loader)
+        if self.device.type == "cpu":  # leave cores to the loader workers: oversubscribed OpenMP threads spin
+            cores = max((os.cpu_count() or 1) // self.ctx.world_size, 1)
+            torch.set_num_threads(max(cores - self.train_loader.num_workers, 1))
         self.no_aug_epochs = min(int(hyp["no_aug_epochs"]), max(opt.epochs // 4, 1))
         if self.no_aug_epochs != hyp["no_aug_epochs"] and self.main:
             LOGGER.info(f"no_aug_epochs {hyp['no_aug_epochs']} capped to {self.no_aug_epochs} for a {opt.epochs}-epoch run")

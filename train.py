@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 # The demo dataset's defaults for options left unset: small and fast on a CPU.
-DEMO_DEFAULTS = {"cfg": "models/yoloxn.yaml", "epochs": 20, "imgsz": 320, "batch_size": 16}
-DEFAULTS = {"cfg": "models/yoloxs.yaml", "epochs": 100, "imgsz": 640, "batch_size": 16}
+DEMO_DEFAULTS = {"cfg": "models/yoloxn.yaml", "epochs": 30, "imgsz": 192, "batch_size": 8,
+                 "hyp": "data/hyps/hyp.demo.yaml"}
+DEFAULTS = {"cfg": "models/yoloxs.yaml", "epochs": 100, "imgsz": 640, "batch_size": 16,
+            "hyp": "data/hyps/hyp.scratch.yolox.yaml"}
 
 
 def parse_opt(argv=None):
@@ -23,7 +25,8 @@ def parse_opt(argv=None):
     p.add_argument("--cfg", default=None, help="model YAML (default: yoloxn on the demo set, yoloxs otherwise)")
     p.add_argument("--weights", default="", help="initial weights: a project checkpoint or an official YOLOX .pth; '' = scratch")
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
-    p.add_argument("--hyp", default="data/hyps/hyp.scratch.yolox.yaml", help="hyperparameters YAML")
+    p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.demo.yaml on the demo set, "
+                                               "hyp.scratch.yolox.yaml otherwise)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
     p.add_argument("--img-size", "--imgsz", "--img", dest="imgsz", type=int, default=None, help="train and val size (pixels)")

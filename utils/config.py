@@ -20,11 +20,13 @@ HYP_DEFAULTS = {
     "no_aug_epochs": 15, "simota_prior": "center", "iou_loss": "iou",
     # schedule and EMA: YOLOv5's by default; official YOLOX's recipe sets yolox_cos and 0.9998
     "scheduler": "linear", "warmup_quadratic": False, "ema_decay": 0.9999, "nesterov": False,
+    "nbs": 64,  # nominal batch: gradients accumulate until a step has seen this many images
+    "grad_clip": 0.0,  # max gradient norm, 0 = off (official YOLOX does not clip)
 }
 CHOICES = {"mixup_mode": ("yolov5", "yolox"), "simota_prior": ("center", "box_or_center"),
            "iou_loss": ("iou", "giou"), "scheduler": ("linear", "cos", "yolox_cos")}
 OPTIONAL = {"box", "cls", "cls_pw", "obj", "obj_pw", "copy_paste", "scheduler", "warmup_quadratic",
-            "ema_decay", "nesterov", "simota_prior", "iou_loss", "mixup_mode", "mixup_scale", "mixup_ratio"}
+            "ema_decay", "nesterov", "nbs", "grad_clip", "simota_prior", "iou_loss", "mixup_mode", "mixup_scale", "mixup_ratio"}
 
 
 def load_hyp(hyp) -> dict:

@@ -1,10 +1,11 @@
 """The training loop behind train.py: one class, one method per stage.
 
-Learning rate per image: gradients are accumulated until a step has seen about ``NOMINAL_BATCH``
-(64) images, and each batch's loss (a mean over its foreground anchors) is scaled by
-total batch / 64, where total batch = batch per process x processes. A step therefore applies
-lr0 to the mean gradient of 64 images at any batch size and any number of processes; beyond 64
-images per batch the scale grows linearly, as official YOLOX's lr = 0.01 / 64 per image does.
+Learning rate per image: gradients are accumulated until a step has seen about ``nbs`` (the
+nominal batch, hyp key, 64 by default) images, and each batch's loss (a mean over its foreground
+anchors) is scaled by total batch / nbs, where total batch = batch per process x processes. A step
+therefore applies lr0 to the mean gradient of nbs images at any batch size and any number of
+processes; beyond nbs images per batch the scale grows linearly, as official YOLOX's
+lr = 0.01 / 64 per image does.
 """
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ from utils.runs import increment_path
 from utils.schedule import LRSchedule, warmup
 
 LOGGER = logging.getLogger("yolox5.train")
-NOMINAL_BATCH = 64
 MAX_BAD_STEPS = 10          # consecutive non-finite losses before the run stops
 MULTISCALE_EVERY = 10       # iterations between input-size changes with --multi-scale
 MULTISCALE_RANGE = (0.75, 1.25)  # official YOLOX: 480-800 at 640
@@ -156,8 +156,9 @@ class Trainer:
 
     def _build_optimizer(self):
         hyp, opt = self.hyp, self.opt
-        self.accumulate = max(round(NOMINAL_BATCH / self.batch_total), 1)
-        decay = hyp["weight_decay"] * self.batch_total * self.accumulate / NOMINAL_BATCH
+        self.nbs = hyp["nbs"]
+        self.accumulate = max(round(self.nbs / self.batch_total), 1)
+        decay = hyp["weight_decay"] * self.batch_total * self.accumulate / self.nbs
         self.optimizer = build_optimizer(self.model, hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"])
         kind = "cos" if opt.cos_lr and hyp["scheduler"] == "linear" else hyp["scheduler"]
         self.schedule = LRSchedule(kind, opt.epochs, hyp["lrf"], hyp["warmup_epochs"], self.no_aug_epochs)
@@ -249,7 +250,7 @@ class Trainer:
             loss, items = self.compute_loss(preds, targets)
             if not self._finite(loss, epoch, i):
                 continue
-            self.scaler.scale(loss * self.batch_total / NOMINAL_BATCH).backward()
+            self.scaler.scale(loss * self.batch_total / self.nbs).backward()
             if ni - self.last_opt_step >= self._accumulate(ni):
                 self._step()
                 self.last_opt_step = ni
@@ -267,7 +268,7 @@ class Trainer:
 
     def _accumulate(self, ni):
         if ni <= self.warmup_steps:
-            return max(1, round(float(np.interp(ni, [0, self.warmup_steps], [1, NOMINAL_BATCH / self.batch_total]))))
+            return max(1, round(float(np.interp(ni, [0, self.warmup_steps], [1, self.nbs / self.batch_total]))))
         return self.accumulate
 
     def _set_lr(self, ni, epoch_float):
@@ -303,8 +304,9 @@ class Trainer:
         return False
 
     def _step(self):
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=10.0)
+        if self.hyp["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.hyp["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()

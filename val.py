@@ -56,9 +56,10 @@ class OnnxModel:
                              f"pass --img-size {h}" + ("" if h == w else " (or export it square)"))
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None  # fixed batch, or None
         self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.meta = self.session.get_modelmeta().custom_metadata_map  # export.py: layout, strides, names, nc
         out_width = self.session.get_outputs()[0].shape[-1]
-        self.nc = out_width - 5 if isinstance(out_width, int) else None
-        self.names = _names_from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self.nc = int(self.meta["nc"]) if "nc" in self.meta else out_width - 5 if isinstance(out_width, int) else None
+        self.names = _names_from_metadata(self.meta)
         self.stride = torch.tensor([32.0])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,10 @@ class OnnxModel:
         return torch.from_numpy(np.concatenate(outs)).float()
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        """The decoded [B, N, 5 + nc]; --deploy layouts (per-level, split) are decoded from the file's metadata."""
+        from utils.export_layouts import decode_onnx_outputs
+
+        return decode_onnx_outputs(self.session.run(None, {self.input_name: x}), self.meta).numpy()
 
 
 def _names_from_metadata(meta: dict) -> list[str] | None:

@@ -1,0 +1,188 @@
+"""8-bit ONNX: static QDQ quantisation calibrated on real images, and its measured cost.
+
+    images = calibration_images("data/demo.yaml", n=100, imgsz=(640, 640), letterbox_mode="center")
+    quantize_int8("m.onnx", "m.int8.onnx", images, batch_size=1)
+    held = calibration_images("data/demo.yaml", 8, (640, 640), split="val", purpose="int8 check")
+    print(compare_int8("m.onnx", "m.int8.onnx", held, layout, strides, output_names).text())
+
+Calibration uses N images of the dataset, letterboxed exactly as the model sees them (BGR 0-255,
+float, no normalisation), not random noise: activation ranges come from real data. Quantisation is
+onnxruntime's ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear pairs around each
+op, the form NPU converters and TensorRT read), int8 weights per output channel, int8 activations,
+MinMax calibration; per-channel QDQ needs opset 13, so a file of a lower opset is converted for
+quantisation (the float32 file keeps its opset). The report compares int8 with fp32 on held images: per output max |diff| and
+cosine similarity, and the decoded boxes (pixels) and scores, which is where one shared 8-bit scale
+over box pixels and probabilities (the decoded layout) shows. The mAP of the int8 file is measured by
+``python val.py --data <data> --weights m.int8.onnx``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from utils.augment import letterbox
+
+LOGGER = logging.getLogger("yolox5.export")
+
+
+def calibration_images(data, n: int, imgsz: tuple[int, int], letterbox_mode: str = "center",
+                       split: str = "train", purpose: str = "calibration") -> np.ndarray:
+    """[n, 3, H, W] float32 BGR 0-255: the first n readable images of ``split`` of the dataset yaml,
+    letterboxed to imgsz (h, w). Unreadable images are named, counted and skipped."""
+    from utils.data_config import load_data_config
+    from utils.datasets import list_images
+
+    if int(n) < 1:
+        raise ValueError(f"--calib-images must be >= 1, got {n}")
+    cfg = data if isinstance(data, dict) else load_data_config(data)
+    source = cfg.get(split) or cfg.get("val")
+    if not source:
+        raise ValueError(f"{cfg.get('yaml_file', data)}: no '{split}' (or 'val') images for {purpose}")
+    files = list_images(source)
+    out, skipped = [], 0
+    for f in files:
+        im = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if im is None:
+            LOGGER.warning(f"{purpose}: cannot read {f}; skipped")
+            skipped += 1
+            continue
+        im, _, _ = letterbox(im, imgsz, mode=letterbox_mode, scaleup=True)
+        out.append(im.transpose(2, 0, 1).astype(np.float32))  # HWC BGR -> CHW
+        if len(out) == n:
+            break
+    if not out:
+        raise ValueError(f"{purpose}: no readable image in {source}")
+    if len(out) < n:
+        LOGGER.warning(f"{purpose}: {len(out)} images found in {source}, fewer than the {n} asked for")
+    LOGGER.info(f"{purpose}: {len(out)} images from {source} ({skipped} unreadable, skipped), "
+                f"letterboxed ({letterbox_mode}) to {imgsz[0]}x{imgsz[1]}")
+    return np.stack(out)
+
+
+PER_CHANNEL_OPSET = 13  # QuantizeLinear / DequantizeLinear take an axis from opset 13
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+class _QuietPreprocessHint(logging.Filter):
+    """Drops onnxruntime's 'consider pre-processing before quantization' hint: its quant_pre_process
+    (symbolic shape inference + optimisation) is optional, and fails on models it moves to external data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage() and \
+            "run pre-processing before quantization" not in record.getMessage()
+
+
+def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches of exactly batch_size (a fixed-batch model), the last one filled by repeating images."""
+    if batch_size <= 1:
+        return [images[i:i + 1] for i in range(len(images))]
+    reps = -(-len(images) // batch_size) * batch_size
+    idx = np.arange(reps) % len(images)
+    return [images[idx[i:i + batch_size]] for i in range(0, reps, batch_size)]
+
+
+def quantize_int8(fp32_path, int8_path, images: np.ndarray, batch_size: int = 1, per_channel: bool = True) -> Path:
+    """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, input_name: str):
+            self.feeds = iter([{input_name: b} for b in _batches(images, batch_size)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    import onnx
+
+    model = onnx.load(str(fp32_path))
+    input_name = model.graph.input[0].name
+    int8_path = Path(int8_path)
+    source = model
+    if per_channel and _opset(model) < PER_CHANNEL_OPSET:  # per-channel QDQ (an axis) is opset 13
+        source = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
+        LOGGER.info(f"int8: per-channel weights need opset {PER_CHANNEL_OPSET}: the int8 file is converted from "
+                    f"opset {_opset(model)} (the float32 file keeps it)")
+    quiet = _QuietPreprocessHint()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_static(source, str(int8_path), _Reader(input_name), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    quantized = onnx.load(str(int8_path))  # keep the fp32 file's metadata, and say it is int8
+    del quantized.metadata_props[:]
+    for p in model.metadata_props:
+        quantized.metadata_props.add(key=p.key, value=p.value)
+    quantized.metadata_props.add(key="quantization", value=f"int8 QDQ (onnxruntime quantize_static, MinMax, "
+                                                           f"{len(images)} calibration images)")
+    onnx.save(quantized, str(int8_path))
+    return int8_path
+
+
+@dataclass
+class Int8Comparison:
+    path: Path
+    n_images: int
+    lines: list = field(default_factory=list)  # (name, max |diff|, value range, cosine)
+    source: str = "images"
+
+    def text(self) -> str:
+        out = [f"int8 vs fp32 ({self.path.name}, onnxruntime CPU, {self.n_images} {self.source}):"]
+        out += [f"    {n:<22} max |diff| {d:.4g} (values up to {r:.4g}), cosine {c:.5f}" for n, d, r, c in self.lines]
+        return "\n".join(out)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity over the entries finite in both (an untrained model's exp() may overflow)."""
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    den = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / den) if den else float(np.array_equal(a, b))
+
+
+def _max_diff(a, b) -> float:
+    """max |a - b| over the entries finite in both."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    return float(np.abs(a[keep] - b[keep]).max()) if keep.any() else 0.0
+
+
+def _max_abs(a) -> float:
+    a = np.abs(np.asarray(a, dtype=np.float64))
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else 0.0
+
+
+def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides: Sequence[float],
+                 names: Sequence[str], batch_size: int = 1) -> Int8Comparison:
+    """Run both files on ``images`` and compare every output, and (except nms) decoded boxes and scores."""
+    from utils.export_layouts import decode_outputs
+    from utils.export_verify import boxes_scores, ort_session
+
+    fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
+    name = fp32.get_inputs()[0].name
+    a_all, b_all = [], []
+    for batch in _batches(images, batch_size):
+        a_all.append(fp32.run(None, {name: batch}))
+        b_all.append(int8.run(None, {name: batch}))
+    result = Int8Comparison(Path(int8_path), len(images))
+    outs_a = [np.concatenate([o[k] for o in a_all]) for k in range(len(names))]
+    outs_b = [np.concatenate([o[k] for o in b_all]) for k in range(len(names))]
+    for n, a, b in zip(names, outs_a, outs_b):
+        result.lines.append((n, _max_diff(a, b), _max_abs(a), _cosine(a, b)))
+    if layout != "nms":
+        (box_a, score_a), (box_b, score_b) = (boxes_scores(decode_outputs(o, layout, strides)) for o in (outs_a, outs_b))
+        for n, a, b in (("decoded boxes (px)", box_a, box_b), ("decoded scores", score_a, score_b)):
+            result.lines.append((n, _max_diff(a, b), _max_abs(a), _cosine(a.numpy(), b.numpy())))
+    return result

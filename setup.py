@@ -7,7 +7,7 @@ setup(
     description="A YOLOv5-style trainer for YAML-built YOLOX detectors, with NPU-friendly export",
     python_requires=">=3.9",
     packages=["models", "utils"],
-    py_modules=["train", "val", "export"],
+    py_modules=["train", "val", "export", "detect"],
     package_data={"models": ["*.yaml"]},
     install_requires=[
         "torch>=2.0,<2.15",  # the CPU wheel torch==2.13.0 satisfies this; install it first

@@ -1,0 +1,135 @@
+"""Running a detector for inference: this project's checkpoints, official YOLOX weights or ONNX files,
+one forward that can also give the raw maps, and boxes mapped back to original-image pixels.
+Shared by val.py, detect.py and the Detector API."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+LOGGER = logging.getLogger("yolox5.inference")
+
+
+class OnnxModel:
+    """An ONNX file run by onnxruntime on CPU, called like the eval-mode model: images [B, 3, H, W]
+    float (BGR 0-255) -> decoded [B, N, 5 + nc]."""
+
+    def __init__(self, path, imgsz: int):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        if len(inp.shape) != 4:
+            raise ValueError(f"{path}: the ONNX input '{inp.name}' has shape {inp.shape}; expected [B, 3, H, W] images")
+        _, _, h, w = inp.shape  # ints, or names / None for dynamic axes
+        if isinstance(h, int) and isinstance(w, int) and (h, w) != (imgsz, imgsz):
+            raise ValueError(f"{path}: the ONNX input '{inp.name}' is {h}x{w} (h x w), but --img-size is {imgsz}; "
+                             f"pass --img-size {h}" + ("" if h == w else " (or export it square)"))
+        self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None  # fixed batch, or None
+        self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.meta = self.session.get_modelmeta().custom_metadata_map  # export.py: layout, strides, names, nc
+        out_width = self.session.get_outputs()[0].shape[-1]
+        self.nc = int(self.meta["nc"]) if "nc" in self.meta else out_width - 5 if isinstance(out_width, int) else None
+        self.names = _names_from_metadata(self.meta)
+        self.stride = torch.tensor([32.0])
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.cpu().numpy().astype(self.dtype)
+        if self.batch is None or self.batch == len(x):
+            return torch.from_numpy(self._run(x)).float()
+        outs = []  # a fixed batch size: run it in slices of that size, the last one padded
+        for i in range(0, len(x), self.batch):
+            part = x[i:i + self.batch]
+            pad = np.zeros((self.batch - len(part), *part.shape[1:]), dtype=part.dtype)
+            outs.append(self._run(np.concatenate((part, pad)))[:len(part)])
+        return torch.from_numpy(np.concatenate(outs)).float()
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The decoded [B, N, 5 + nc]; --deploy layouts (per-level, split) are decoded from the file's metadata."""
+        from utils.export_layouts import decode_onnx_outputs
+
+        return decode_onnx_outputs(self.session.run(None, {self.input_name: x}), self.meta).numpy()
+
+
+def _names_from_metadata(meta: dict) -> list[str] | None:
+    """Class names an exporter stored in the ONNX metadata ('names': a list or {index: name})."""
+    import yaml
+
+    try:
+        names = yaml.safe_load(meta["names"]) if "names" in meta else None
+    except yaml.YAMLError:
+        return None
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640):
+    """(model, official): a torch model in eval mode or an OnnxModel; official says whether the weights
+    are official YOLOX's (which were trained on top-left letterboxed images)."""
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if path.suffix.lower() == ".onnx":
+        if device.type != "cpu":
+            LOGGER.warning(f"{path}: ONNX files run with onnxruntime on the CPU; --device {device} is not used")
+        return OnnxModel(path, imgsz), False
+    from models.yolo import load_model
+
+    model = load_model(path, cfg=cfg, device=device)
+    # Official YOLOX releases are .pth files; this project's checkpoints are .pt.
+    official = getattr(model, "official", None)
+    return model, bool(official) if official is not None else path.suffix.lower() == ".pth"
+
+
+def _detect_layer(model):
+    """The model's DetectX layer, also inside a DDP or EMA wrapper; None for other models."""
+    from models.head import DetectX
+
+    modules = getattr(model, "modules", None)
+    return next((m for m in modules() if isinstance(m, DetectX)), None) if modules else None
+
+
+def forward(model, images: torch.Tensor, with_raw: bool = False):
+    """(decoded [B, N, 5 + nc], raw per-level outputs [B, 5 + nc, H, W] or None).
+
+    With with_raw, one forward gives both: only DetectX's own flag switches to training (so it returns
+    the raw maps the loss needs; BatchNorm everywhere stays in eval), and the raw maps are decoded
+    here exactly as DetectX decodes them in eval mode.
+    """
+    detect = _detect_layer(model) if with_raw else None
+    if detect is None:
+        return model(images), None
+    was_training, detect.training = detect.training, True  # the attribute only, not .train(): no child changes
+    try:
+        raw = model(images)
+    finally:
+        detect.training = was_training
+    return decode_raw(detect, raw), raw
+
+
+def decode_raw(detect, raw: list[torch.Tensor]) -> torch.Tensor:
+    """DetectX's eval output from its training output: per level [B, 5 + nc, H, W] logits -> [B, N, 5 + nc]."""
+    shapes = [tuple(r.shape[2:]) for r in raw]
+    levels = [torch.cat((r[:, :4], r[:, 4:].sigmoid()), 1).flatten(start_dim=2) for r in raw]  # [B, 5 + nc, HW]
+    return detect.decode(torch.cat(levels, 2).permute(0, 2, 1), shapes)
+
+
+def to_original(boxes: torch.Tensor, shape, input_hw, letterbox_mode: str) -> torch.Tensor:
+    """xyxy boxes [K, 4] in input pixels -> original-image pixels.
+
+    shape: the loader's ((h0, w0), ((ratio_h, ratio_w), (pad_left, pad_top))). Top-left letterbox:
+    divide by r = min(H / h0, W / w0), as official YOLOX's evaluator does; centred: undo the pad and
+    the per-axis ratio.
+    """
+    (h0, w0), ((rh, rw), (left, top)) = shape
+    boxes = boxes.clone()
+    if letterbox_mode == "topleft":
+        return boxes / min(input_hw[0] / h0, input_hw[1] / w0)
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - left) / rw
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - top) / rh
+    return boxes

@@ -61,14 +61,14 @@ def test_two_epochs_end_to_end(tiny_data, tmp_path):
 
 
 def test_resume_after_sigkill_finishes_all_epochs(tiny_data, tmp_path):
-    args = base_args(tiny_data, tmp_path, "killed", epochs=3)
+    epochs = 6
+    args = base_args(tiny_data, tmp_path, "killed", epochs=epochs)
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "killed" / "weights" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if last.is_file():
-            time.sleep(0.5)  # inside epoch 1
+        if last.is_file():  # epoch 0 saved: the run is inside epoch 1
             break
         time.sleep(0.2)
     if proc.poll() is not None:
@@ -76,12 +76,12 @@ def test_resume_after_sigkill_finishes_all_epochs(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     epoch_saved = torch.load(last, weights_only=True)["epoch"]
-    assert epoch_saved < 2
+    assert epoch_saved < epochs - 1
     r = run_train(["--resume", str(last), "--workers", "0"], cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert torch.load(last, weights_only=True)["epoch"] == 2
+    assert torch.load(last, weights_only=True)["epoch"] == epochs - 1
     rows = list(csv.DictReader(open(tmp_path / "killed" / "results.csv")))
-    assert int(rows[-1]["epoch"]) == 2
+    assert int(rows[-1]["epoch"]) == epochs - 1
     r = run_train(["--resume", str(last)], cwd=ROOT)
     assert r.returncode != 0 and "already finished" in r.stderr
 

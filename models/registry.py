@@ -1,6 +1,6 @@
 """The explicit table of blocks a YAML layer may name, each with its channel rule.
 
-A new block is one new row here; the parser never changes. Nothing is looked up with eval() or
+A new block is one new row here; the parser never changes. Nothing is looked up by evaluating text or
 globals(): a name that is not in this table is an error that lists the known names.
 """
 from __future__ import annotations

@@ -13,6 +13,21 @@ COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 2
                 85, 86, 87, 88, 89, 90]
 
 
+def read_coco_json(path, missing: str = "annotation file") -> dict:
+    """A COCO annotation json as a dict, with clear errors for a missing, broken or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{missing} not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid json file ({e})") from None
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"{path}: not a COCO annotation file, '{key}' is missing")
+    return data
+
+
 class CocoLabels:
     """Per-image training labels of a COCO json: class = position of the category id among the sorted ids
     (as official YOLOX), crowd boxes left out (evaluation reads them from the json itself).
@@ -23,15 +38,7 @@ class CocoLabels:
 
     def __init__(self, json_path, images_dir):
         json_path, images_dir = Path(json_path), Path(images_dir)
-        if not json_path.is_file():
-            raise FileNotFoundError(f"annotation file not found: {json_path}")
-        try:
-            data = json.loads(json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{json_path}: not a valid json file ({e})") from None
-        for key in ("images", "annotations", "categories"):
-            if key not in data:
-                raise ValueError(f"{json_path}: not a COCO annotation file, '{key}' is missing")
+        data = read_coco_json(json_path)
         self.json_path = json_path
         self.category_ids = sorted(c["id"] for c in data["categories"])
         self.names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]

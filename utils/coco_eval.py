@@ -14,7 +14,6 @@ import contextlib
 import copy
 import io
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from utils.boxes import xyxy_to_xywh
-from utils.coco import COCO80_TO_91
+from utils.coco import COCO80_TO_91, read_coco_json
 
 BACKENDS = ("pycocotools", "faster")
 COCO_NAMES = (
@@ -118,16 +117,7 @@ def gt_from_labels(image_ids, files, labels, shapes, names, category_ids) -> dic
 def gt_from_json(path, single_cls: bool = False, single_name: str = "item") -> dict:
     """The COCO ground truth of a json file (crowd annotations kept: COCOeval ignores matches to them);
     with single_cls, every annotation becomes category 1."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO ground truth not found: {path}")
-    try:
-        gt = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid json file ({e})") from None
-    for key in ("images", "annotations", "categories"):
-        if key not in gt:
-            raise ValueError(f"{path}: not a COCO annotation file, '{key}' is missing")
+    gt = read_coco_json(path, missing="COCO ground truth")
     if single_cls:
         gt["categories"] = [{"id": 1, "name": single_name}]
         for ann in gt["annotations"]:

@@ -68,6 +68,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from benchmarks import load_average
 import yaml
 
 from utils.datasets import LoadImagesAndLabels, create_dataloader
@@ -339,11 +340,6 @@ def speed_table(speeds: list[Speed], batch: int) -> str:
     return markdown(["loader", "mixup", "workers", "batch", "images timed", "s", "img/s", "ratio"], rows)
 
 
-def load_average() -> str:
-    try:
-        return f"load average {os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):
-        return "load average unknown"
 
 
 # ---- main -------------------------------------------------------------------------------------

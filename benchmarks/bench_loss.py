@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from benchmarks import load_average
 
 IMG = 640
 STRIDES = [8, 16, 32]
@@ -391,12 +392,6 @@ def parse_args(argv=None):
     return opt
 
 
-def load_average() -> str:
-    """The 1-minute load average: other busy processes make the timings unreliable."""
-    try:
-        return f"load average {os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):  # not on every platform
-        return "load average unknown"
 
 
 def main(argv=None) -> int:

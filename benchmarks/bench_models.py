@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from benchmarks import load_average
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -280,12 +280,6 @@ def parse_args(argv=None):
     return opt
 
 
-def load_average() -> str:
-    """The 1-minute load average: other busy processes make the latencies unreliable (see the docstring)."""
-    try:
-        return f"load average {os.getloadavg()[0]:.2f}"
-    except (AttributeError, OSError):  # not on every platform
-        return "load average unknown"
 
 
 def main(argv=None) -> int:

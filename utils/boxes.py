@@ -23,21 +23,14 @@ def pairwise_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     The same arithmetic, in the same order, as official YOLOX's ``bboxes_iou(xyxy=False)`` (no eps),
     so costs built on it match the official ones bit for bit. Pairs of two empty boxes give 0, not NaN.
     """
-    a, b = a.unsqueeze(-2), b.unsqueeze(-3)  # [..., N, 1, 4], [..., 1, M, 4]
-    tl = torch.max(a[..., :2] - a[..., 2:] / 2, b[..., :2] - b[..., 2:] / 2)
-    br = torch.min(a[..., :2] + a[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2)
-    area_a = a[..., 2] * a[..., 3]
-    area_b = b[..., 2] * b[..., 3]
-    overlap = (tl < br).all(-1)
-    area_i = (br[..., 0] - tl[..., 0]) * (br[..., 1] - tl[..., 1]) * overlap
-    return torch.nan_to_num(area_i / (area_a + area_b - area_i), nan=0.0)
+    return paired_iou_cxcywh(a.unsqueeze(-2), b.unsqueeze(-3))  # [..., N, 1, 4] x [..., 1, M, 4]
 
 
 def paired_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of matching rows a [..., 4] and b [..., 4], cxcywh -> [...].
 
-    ``pairwise_iou_cxcywh``'s arithmetic op for op, only without the pairwise broadcast, so each value
-    is bit for bit the one the pairwise function gives for that pair (elementwise float ops are exact).
+    Shapes broadcast, so ``pairwise_iou_cxcywh`` is this function on [N, 1] x [1, M] views: both give
+    bit-identical values for a pair.
     """
     tl = torch.max(a[..., :2] - a[..., 2:] / 2, b[..., :2] - b[..., 2:] / 2)
     br = torch.min(a[..., :2] + a[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2)

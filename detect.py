@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 
 from utils.detector import Detector, draw
+from utils.image_io import imread
 from utils.runs import increment_path
 from utils.verify import IMG_FORMATS
 
@@ -137,7 +138,7 @@ def main(argv=None):
     save_dir = increment_path(Path(opt.project) / opt.name, opt.exist_ok)
     writer = Writer(save_dir, opt)
     for f in images:
-        img = cv2.imread(f, cv2.IMREAD_COLOR)
+        img = imread(f)
         if img is None:
             LOGGER.warning(f"WARNING {f}: unreadable image, skipped")
             continue

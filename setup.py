@@ -20,6 +20,7 @@ setup(
         "onnxsim>=0.4.33",  # onnx-simplifier: its wheels are published under this name
         "tqdm>=4.64",
         "onnxruntime>=1.16",  # runs exported models in val.py and checks exports
+        "simplejpeg>=1.7",  # libjpeg-turbo without OpenCV's overhead: JPEGs decode ~2x faster, same pixels
     ],
     extras_require={
         # pytest, plus what the official yolox package imports (installed --no-deps by

@@ -204,6 +204,28 @@ def test_random_perspective_matrix_is_yolov5s(perspective):
     np.testing.assert_allclose(new[:, 1:], boxes, atol=1e-3)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_scale_shift_path_is_warp_affine_of_the_matrix_it_returns(seed):
+    """No rotation or shear: one resize of the visible rectangle. It equals warpAffine with the M it
+    reports up to interpolation rounding, and that M is within a pixel of the requested one."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (300, 400, 3)).astype(np.uint8), (0, 0), 3)
+    s = rng.uniform(0.4, 1.6)
+    M = np.array([[s, 0, rng.uniform(-250, 150)], [0, s, rng.uniform(-200, 150)], [0, 0, 1.0]])
+    out, applied = A._scale_shift(img, M, 256, 192, (114.0, 114.0, 114.0))
+    expected = cv2.warpAffine(img, applied[:2], (256, 192), borderValue=(114, 114, 114))
+    assert out.shape == (192, 256, 3)
+    # the image's outermost pixel ring differs: warpAffine blends it with the fill, resize does not
+    inner = cv2.warpAffine(np.ones(img.shape[:2], np.uint8), applied[:2], (256, 192), flags=cv2.INTER_NEAREST)
+    inner = cv2.erode(inner, np.ones((5, 5), np.uint8)).astype(bool) | ~cv2.dilate(inner, np.ones((5, 5))).astype(bool)
+    diff = np.abs(out.astype(int) - expected)[inner]
+    assert inner.mean() > 0.5 and diff.mean() < 0.3 and diff.max() <= 2
+    # where the image lands in the output, the two maps agree to under a pixel
+    corners = np.array([[0, 0, 1], [399, 299, 1]], float)
+    inside = ((corners @ M.T)[:, :2] >= 0).all(1) & ((corners @ M.T)[:, :2] < [256, 192]).all(1)
+    assert np.abs((corners @ applied.T - corners @ M.T)[inside]).max(initial=0) < 1.0
+
+
 def test_random_perspective_border_changes_output_size():
     img, labels = scene(200, 300)
     out, new = A.random_perspective(img, labels, np.random.default_rng(0), border=(-50, 20))
@@ -411,7 +433,8 @@ def test_mixup_yolov5_blends_with_beta_ratio():
     img2, labels2 = draw(240, 320, [(0, 0, 50, 50)], first_colour=6)
     out, new = A.mixup_yolov5(img, labels, img2, labels2, np.random.default_rng(5))
     r = np.random.default_rng(5).beta(32.0, 32.0)
-    np.testing.assert_array_equal(out, (img * r + img2 * (1 - r)).astype(np.uint8))
+    exact = img * r + img2 * (1 - r)  # float blend; ours rounds it (addWeighted's float arithmetic: +-1 at .5 ties)
+    assert out.dtype == np.uint8 and np.abs(out - exact).max() <= 0.5 + 1e-3
     np.testing.assert_array_equal(new, np.concatenate((labels, labels2)))
     with pytest.raises(ValueError, match="same shape"):
         A.mixup_yolov5(img, labels, img2[:100], labels2, np.random.default_rng(0))
@@ -438,6 +461,19 @@ def test_augment_hsv_is_multiplicative_on_value():
     before = col.copy()
     assert A.augment_hsv(col, 0.015, 0.7, 0.4, np.random.default_rng(1)) is col
     assert not np.array_equal(col, before)
+
+
+def test_augment_hsv_equals_yolov5s_split_lut_merge():
+    img, _ = scene()
+    img = cv2.GaussianBlur(img, (0, 0), 3)  # many distinct hues
+    ours = A.augment_hsv(img.copy(), 0.015, 0.7, 0.4, np.random.default_rng(4))
+    r = np.random.default_rng(4).uniform(-1, 1, 3) * [0.015, 0.7, 0.4] + 1
+    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))  # YOLOv5's augment_hsv
+    x = np.arange(0, 256, dtype=r.dtype)
+    luts = ((x * r[0]) % 180).astype(np.uint8), np.clip(x * r[1], 0, 255).astype(np.uint8), \
+        np.clip(x * r[2], 0, 255).astype(np.uint8)
+    merged = cv2.merge([cv2.LUT(c, lut) for c, lut in zip((hue, sat, val), luts)])
+    np.testing.assert_array_equal(ours, cv2.cvtColor(merged, cv2.COLOR_HSV2BGR))
 
 
 # ----------------------------------------------------------------------------- formats, filters

@@ -131,12 +131,12 @@ def augment_hsv(img: np.ndarray, hgain: float, sgain: float, vgain: float,
     if not (hgain or sgain or vgain):
         return img
     r = rng.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1  # [3] multiplicative gains
-    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
     x = np.arange(0, 256, dtype=r.dtype)  # [256] LUT input
     lut_hue = ((x * r[0]) % 180).astype(np.uint8)
     lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
     lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    im_hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+    lut = np.stack((lut_hue, lut_sat, lut_val), -1)[None]  # [1, 256, 3]: one table per channel, no split/merge
+    im_hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), lut)
     cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=img)
     return img
 
@@ -165,6 +165,38 @@ def _warp_boxes(boxes: np.ndarray, M: np.ndarray, perspective: bool) -> np.ndarr
     xy = (xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]).reshape(n, 8)
     x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]  # [n, 4] each
     return np.stack((x.min(1), y.min(1), x.max(1), y.max(1)), 1)
+
+
+def _span(n_in: int, n_out: int, scale: float, shift: float):
+    """Integer source [a, b) and output [c, d) ranges along one axis for u = scale * x + shift, and the
+    (scale, shift) that cv2.resize of the one onto the other really applies (pixel centres align)."""
+    c = max(0, math.ceil(shift - 0.5 * scale))  # first output pixel whose centre falls on the image
+    d = min(n_out, math.floor(scale * (n_in - 0.5) + shift - 1e-9) + 1)
+    if d <= c:
+        return None
+    a = max(0, math.floor((c - shift) / scale))
+    b = min(n_in, math.ceil((d - 1 - shift) / scale) + 1)
+    k = (d - c) / (b - a)
+    return (a, b), (c, d), k, c + (0.5 - a) * k - 0.5
+
+
+def _scale_shift(img: np.ndarray, M: np.ndarray, width: int, height: int, value):
+    """warpAffine for an M without rotation or shear, as one cv2.resize of the visible source rectangle
+    (3-4x faster). Rounding the rectangles to whole pixels moves the map by under a pixel, so this
+    returns the 3x3 M it really applied and the boxes follow that one: pixels and boxes stay exact."""
+    if len(set(value)) == 1:
+        out = np.full((height, width, img.shape[2]), value[0], dtype=img.dtype)  # a memset
+    else:
+        out = np.empty((height, width, img.shape[2]), dtype=img.dtype)
+        out[:] = value
+    x = _span(img.shape[1], width, M[0, 0], M[0, 2])
+    y = _span(img.shape[0], height, M[1, 1], M[1, 2])
+    if x is None or y is None:
+        return out, M
+    (xa, xb), (xc, xd), kx, tx = x
+    (ya, yb), (yc, yd), ky, ty = y
+    out[yc:yd, xc:xd] = cv2.resize(img[ya:yb, xa:xb], (xd - xc, yd - yc), interpolation=cv2.INTER_LINEAR)
+    return out, np.array([[kx, 0.0, tx], [0.0, ky, ty], [0.0, 0.0, 1.0]])
 
 
 def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
@@ -215,6 +247,8 @@ def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Gener
         value = _fill3(fill, img.shape[2])
         if perspective:
             img = cv2.warpPerspective(img, M, dsize=(width, height), borderValue=value)
+        elif M[0, 1] == 0 and M[1, 0] == 0 and M[0, 0] > 0 and M[1, 1] > 0:  # no rotation, no shear
+            img, M = _scale_shift(img, M, width, height, value)
         else:
             img = cv2.warpAffine(img, M[:2], dsize=(width, height), borderValue=value)
 
@@ -279,7 +313,10 @@ def mosaic4(images: Sequence[np.ndarray], labels_list: Sequence[np.ndarray], siz
 # ----------------------------------------------------------------------------- mixing
 def mixup_yolov5(img: np.ndarray, labels: np.ndarray, img2: np.ndarray, labels2: np.ndarray,
                  rng: np.random.Generator):
-    """YOLOv5's MixUp: r ~ Beta(32, 32), img*r + img2*(1-r) truncated to uint8, labels concatenated.
+    """YOLOv5's MixUp: r ~ Beta(32, 32), img*r + img2*(1-r) rounded to uint8, labels concatenated.
+
+    YOLOv5 blends in float64 and truncates; cv2.addWeighted rounds instead (no half-level darkening)
+    and takes 0.3 ms instead of 4.5 ms for a 640x640 pair.
 
     img, img2: same-shape HxWx3 uint8; labels [n, 5], labels2 [m, 5] -> (img, labels [n+m, 5]).
     """
@@ -291,7 +328,7 @@ def mixup_yolov5(img: np.ndarray, labels: np.ndarray, img2: np.ndarray, labels2:
         raise ValueError(f"{fn}: img and img2 must have the same shape, got {img.shape} and {img2.shape}")
     labels, labels2 = _as_labels(labels, fn), _as_labels(labels2, fn, "labels2")
     r = rng.beta(32.0, 32.0)  # mixup ratio, ~0.5 +- 0.06
-    out = (img * r + img2 * (1 - r)).astype(np.uint8)
+    out = cv2.addWeighted(img, r, img2, 1 - r, 0.0)
     return out, np.concatenate((labels, labels2), 0)
 
 
@@ -353,7 +390,7 @@ def flip_lr(img: np.ndarray, labels: np.ndarray):
     labels = _as_labels(labels, fn)
     w = img.shape[1]
     labels[:, [1, 3]] = w - labels[:, [3, 1]]
-    return np.ascontiguousarray(img[:, ::-1]), labels
+    return cv2.flip(img, 1), labels  # a contiguous copy, 5x faster than numpy's strided one
 
 
 def flip_ud(img: np.ndarray, labels: np.ndarray):
@@ -363,7 +400,7 @@ def flip_ud(img: np.ndarray, labels: np.ndarray):
     labels = _as_labels(labels, fn)
     h = img.shape[0]
     labels[:, [2, 4]] = h - labels[:, [4, 2]]
-    return np.ascontiguousarray(img[::-1]), labels
+    return cv2.flip(img, 0), labels
 
 
 def filter_boxes(labels: np.ndarray, min_side: float = 1.0) -> np.ndarray:

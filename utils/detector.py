@@ -18,6 +18,7 @@ import torch
 
 from utils.augment import letterbox
 from utils.devices import select_device
+from utils.image_io import imread
 from utils.inference import load_weights, to_original
 from utils.nms import non_max_suppression
 
@@ -76,7 +77,7 @@ class Detector:
                 raise ValueError(f"images must be HxWx3 BGR arrays, got shape {im.shape}")
             return im
         path = Path(im)
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        img = imread(str(path)) if path.is_file() else None
         if img is None:
             raise FileNotFoundError(f"image not found or unreadable: {path}")
         return img

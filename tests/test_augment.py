@@ -294,6 +294,47 @@ def test_mosaic4_then_crop_keeps_boxes_exact(seed):
         assert_boxes_match_pixels(out, labels, atol=1.5)
 
 
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("kw", [dict(translate=0.1, scale=0.5), dict(translate=0.3, scale=0.9),
+                                dict(degrees=10, shear=2, scale=0.5), dict(perspective=1e-4)])
+def test_mosaic4_warped_equals_mosaic4_then_crop(seed, kw):
+    """The fused mosaic gives the two-step result exactly and loads only the images that show."""
+    size = 320
+    imgs, labs = mosaic_inputs(size)
+    imgs = [cv2.GaussianBlur(im, (0, 0), 2) for im in imgs]  # texture for the interpolation
+    rng = np.random.default_rng(seed)
+    canvas, labels = A.mosaic4(imgs, [lb.copy() for lb in labs], size, rng)
+    out, new = A.random_perspective(canvas, labels, rng, border=(-size // 2, -size // 2), **kw)
+    loaded = []
+
+    def load(k):
+        loaded.append(k)
+        return imgs[k]
+
+    fused, fused_labels = A.mosaic4_warped(load, [im.shape[:2] for im in imgs], [lb.copy() for lb in labs],
+                                           size, np.random.default_rng(seed), **kw)
+    np.testing.assert_array_equal(fused, out)
+    np.testing.assert_allclose(fused_labels, new, atol=1e-4)
+    assert sorted(loaded) == sorted(set(loaded))  # each image at most once
+    if len(fused_labels) and kw == dict(translate=0.1, scale=0.5):  # (x0.1 downscales blur edges away)
+        assert_boxes_match_pixels(fused, fused_labels, atol=1.5)
+
+
+def test_mosaic4_warped_skips_images_outside_the_crop_and_checks_sizes():
+    size = 320
+    imgs, labs = mosaic_inputs(size)
+    skipped = 0
+    for seed in range(40):
+        loaded = []
+        A.mosaic4_warped(lambda k: loaded.append(k) or imgs[k], [im.shape[:2] for im in imgs], labs, size,
+                         np.random.default_rng(seed), translate=0.1, scale=0.5)
+        skipped += 4 - len(loaded)
+    assert skipped > 0
+    with pytest.raises(ValueError, match="expected size"):
+        A.mosaic4_warped(lambda k: imgs[k][:10], [im.shape[:2] for im in imgs], labs, size,
+                         np.random.default_rng(0), scale=0.0, translate=0.0)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_mosaic4_then_rotated_crop_boxes_contain_pixels(seed):
     imgs, labs = mosaic_inputs(320)

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "letterbox", "augment_hsv", "random_perspective", "box_candidates", "mosaic4", "mixup_yolov5",
+    "letterbox", "augment_hsv", "random_perspective", "perspective_matrix", "warp_labels", "box_candidates",
+    "mosaic4_layout", "mosaic4", "mosaic4_warped", "mixup_yolov5",
     "mixup_yolox", "flip_lr", "flip_ud", "filter_boxes", "xyxy_to_cxcywh_norm", "cxcywh_norm_to_xyxy",
 ]
 
@@ -180,50 +181,60 @@ def _span(n_in: int, n_out: int, scale: float, shift: float):
     return (a, b), (c, d), k, c + (0.5 - a) * k - 0.5
 
 
+def _scale_shift_plan(in_h: int, in_w: int, M: np.ndarray, width: int, height: int):
+    """For an M without rotation or shear: ((source y, x ranges), (output y, x ranges), the 3x3 M a
+    cv2.resize between them applies), or None when no output pixel falls on the image."""
+    x = _span(in_w, width, M[0, 0], M[0, 2])
+    y = _span(in_h, height, M[1, 1], M[1, 2])
+    if x is None or y is None:
+        return None
+    (xa, xb), (xc, xd), kx, tx = x
+    (ya, yb), (yc, yd), ky, ty = y
+    return ((ya, yb), (xa, xb)), ((yc, yd), (xc, xd)), np.array([[kx, 0.0, tx], [0.0, ky, ty], [0.0, 0.0, 1.0]])
+
+
+def _is_scale_shift(M: np.ndarray, perspective: float) -> bool:
+    return not perspective and M[0, 1] == 0 and M[1, 0] == 0 and M[0, 0] > 0 and M[1, 1] > 0
+
+
+def _filled(height: int, width: int, channels: int, value: tuple) -> np.ndarray:
+    if len(set(value)) == 1:
+        return np.full((height, width, channels), value[0], dtype=np.uint8)  # a memset
+    out = np.empty((height, width, channels), dtype=np.uint8)
+    out[:] = value
+    return out
+
+
+def _resize_into(out: np.ndarray, src: np.ndarray, dst_range) -> None:
+    (yc, yd), (xc, xd) = dst_range
+    out[yc:yd, xc:xd] = cv2.resize(src, (xd - xc, yd - yc), interpolation=cv2.INTER_LINEAR)
+
+
 def _scale_shift(img: np.ndarray, M: np.ndarray, width: int, height: int, value):
     """warpAffine for an M without rotation or shear, as one cv2.resize of the visible source rectangle
     (3-4x faster). Rounding the rectangles to whole pixels moves the map by under a pixel, so this
     returns the 3x3 M it really applied and the boxes follow that one: pixels and boxes stay exact."""
-    if len(set(value)) == 1:
-        out = np.full((height, width, img.shape[2]), value[0], dtype=img.dtype)  # a memset
-    else:
-        out = np.empty((height, width, img.shape[2]), dtype=img.dtype)
-        out[:] = value
-    x = _span(img.shape[1], width, M[0, 0], M[0, 2])
-    y = _span(img.shape[0], height, M[1, 1], M[1, 2])
-    if x is None or y is None:
+    out = _filled(height, width, img.shape[2], value)
+    plan = _scale_shift_plan(img.shape[0], img.shape[1], M, width, height)
+    if plan is None:
         return out, M
-    (xa, xb), (xc, xd), kx, tx = x
-    (ya, yb), (yc, yd), ky, ty = y
-    out[yc:yd, xc:xd] = cv2.resize(img[ya:yb, xa:xb], (xd - xc, yd - yc), interpolation=cv2.INTER_LINEAR)
-    return out, np.array([[kx, 0.0, tx], [0.0, ky, ty], [0.0, 0.0, 1.0]])
+    ((ya, yb), (xa, xb)), dst, applied = plan
+    _resize_into(out, img[ya:yb, xa:xb], dst)
+    return out, applied
 
 
-def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                       degrees: float = 0, translate: float = 0.1, scale: float = 0.5, shear: float = 0,
-                       perspective: float = 0.0, border=(0, 0), fill=114):
-    """YOLOv5's random_perspective: M = T @ S @ R @ P @ C applied to the image and the boxes.
-
-    C moves the input centre to the origin, P is a random perspective (+-perspective), R a rotation by
-    U(+-degrees) and a scale U(1 +- scale) about it, S a shear U(+-shear) degrees, T puts the centre at
-    U(0.5 +- translate) of the output. Output size = input size + 2*border, border = (bh, bw); a
-    negative border crops, e.g. (-s//2, -s//2) turns a 2s mosaic canvas into an s x s image.
-
-    Boxes become the min/max of their 4 warped corners, clipped to the output, and are kept when
-    ``box_candidates`` accepts them. labels [n, 5] -> (img [H+2bh, W+2bw, 3], labels [m, 5]).
-    """
-    fn = "random_perspective"
-    _check_image(img, fn)
-    _check_rng(rng, fn)
-    labels = _as_labels(labels, fn)
-    height = img.shape[0] + border[0] * 2
-    width = img.shape[1] + border[1] * 2
+def perspective_matrix(in_hw, rng: np.random.Generator, degrees: float = 0, translate: float = 0.1,
+                       scale: float = 0.5, shear: float = 0, perspective: float = 0.0, border=(0, 0)):
+    """random_perspective's draws for an input of in_hw -> (3x3 M, scale s, out height, out width)."""
+    height = in_hw[0] + border[0] * 2
+    width = in_hw[1] + border[1] * 2
     if height <= 0 or width <= 0:
-        raise ValueError(f"{fn}: border {tuple(border)} leaves no output for an image of shape {img.shape}")
+        raise ValueError(f"random_perspective: border {tuple(border)} leaves no output for an image of "
+                         f"shape {tuple(in_hw)}")
 
     C = np.eye(3)  # input centre -> origin, so rotation and scale happen about the centre
-    C[0, 2] = -img.shape[1] / 2
-    C[1, 2] = -img.shape[0] / 2
+    C[0, 2] = -in_hw[1] / 2
+    C[1, 2] = -in_hw[0] / 2
 
     P = np.eye(3)
     P[2, 0] = rng.uniform(-perspective, perspective)  # x perspective (about y)
@@ -242,24 +253,109 @@ def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Gener
     T[0, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * width
     T[1, 2] = rng.uniform(0.5 - translate, 0.5 + translate) * height
 
-    M = T @ S @ R @ P @ C  # right to left: the order matters
+    return T @ S @ R @ P @ C, s, height, width  # right to left: the order matters
+
+
+def warp_labels(labels: np.ndarray, M: np.ndarray, s: float, width: int, height: int, perspective: bool):
+    """Boxes through M: min/max of the warped corners, clipped to the output, filtered by
+    ``box_candidates`` against the boxes scaled by s. labels [n, 5] -> [m, 5]."""
+    if not len(labels):
+        return labels
+    new = _warp_boxes(labels[:, 1:5].astype(np.float64), M, bool(perspective))  # [n, 4]
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
+    keep = box_candidates(box1=labels[:, 1:5].T * s, box2=new.T)  # [n]
+    labels = labels[keep]
+    labels[:, 1:5] = new[keep]
+    return labels
+
+
+def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                       degrees: float = 0, translate: float = 0.1, scale: float = 0.5, shear: float = 0,
+                       perspective: float = 0.0, border=(0, 0), fill=114):
+    """YOLOv5's random_perspective: M = T @ S @ R @ P @ C applied to the image and the boxes.
+
+    C moves the input centre to the origin, P is a random perspective (+-perspective), R a rotation by
+    U(+-degrees) and a scale U(1 +- scale) about it, S a shear U(+-shear) degrees, T puts the centre at
+    U(0.5 +- translate) of the output. Output size = input size + 2*border, border = (bh, bw); a
+    negative border crops, e.g. (-s//2, -s//2) turns a 2s mosaic canvas into an s x s image.
+    Without rotation, shear and perspective the warp is a resize of the visible rectangle (see
+    ``_scale_shift``): the map moves by under a pixel and the boxes follow the map really applied.
+
+    Boxes become the min/max of their 4 warped corners, clipped to the output, and are kept when
+    ``box_candidates`` accepts them. labels [n, 5] -> (img [H+2bh, W+2bw, 3], labels [m, 5]).
+    """
+    fn = "random_perspective"
+    _check_image(img, fn)
+    _check_rng(rng, fn)
+    labels = _as_labels(labels, fn)
+    M, s, height, width = perspective_matrix(img.shape[:2], rng, degrees, translate, scale, shear, perspective,
+                                             border)
     if border[0] != 0 or border[1] != 0 or (M != np.eye(3)).any():
         value = _fill3(fill, img.shape[2])
         if perspective:
             img = cv2.warpPerspective(img, M, dsize=(width, height), borderValue=value)
-        elif M[0, 1] == 0 and M[1, 0] == 0 and M[0, 0] > 0 and M[1, 1] > 0:  # no rotation, no shear
+        elif _is_scale_shift(M, perspective):
             img, M = _scale_shift(img, M, width, height, value)
         else:
             img = cv2.warpAffine(img, M[:2], dsize=(width, height), borderValue=value)
+    return img, warp_labels(labels, M, s, width, height, perspective)
 
-    if len(labels):
-        new = _warp_boxes(labels[:, 1:5].astype(np.float64), M, bool(perspective))  # [n, 4]
-        new[:, [0, 2]] = new[:, [0, 2]].clip(0, width)
-        new[:, [1, 3]] = new[:, [1, 3]].clip(0, height)
-        keep = box_candidates(box1=labels[:, 1:5].T * s, box2=new.T)  # [n]
-        labels = labels[keep]
-        labels[:, 1:5] = new[keep]
-    return img, labels
+
+def mosaic4_layout(sizes_hw, size, rng: np.random.Generator):
+    """Where YOLOv5's mosaic puts 4 images of sizes_hw [(h, w)] * 4 on its 2*size canvas.
+
+    Draws the centre (yc, xc) ~ U(size/2, 3*size/2) (ints, y first as YOLOv5) and returns
+    (canvas_hw, [(canvas (x1, y1, x2, y2), image (x1, y1, x2, y2))] * 4): the images go top-left,
+    top-right, bottom-left, bottom-right of the centre, each cut only by the canvas edge.
+    """
+    sh, sw = _size_hw(size, "mosaic4")
+    yc = int(rng.uniform(sh * 0.5, sh * 1.5))  # YOLOv5 draws y first
+    xc = int(rng.uniform(sw * 0.5, sw * 1.5))
+    places = []
+    for k, (h, w) in enumerate(sizes_hw):
+        if k == 0:  # top left: image's bottom-right corner at the centre
+            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+            x1b, y1b, x2b, y2b = w - (x2a - x1a), h - (y2a - y1a), w, h
+        elif k == 1:  # top right
+            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * sw), yc
+            x1b, y1b, x2b, y2b = 0, h - (y2a - y1a), min(w, x2a - x1a), h
+        elif k == 2:  # bottom left
+            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * sh, yc + h)
+            x1b, y1b, x2b, y2b = w - (x2a - x1a), 0, w, min(y2a - y1a, h)
+        else:  # bottom right
+            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * sw), min(2 * sh, yc + h)
+            x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
+        places.append(((x1a, y1a, x2a, y2a), (x1b, y1b, x2b, y2b)))
+    return (2 * sh, 2 * sw), places
+
+
+def _paste_tiles(canvas: np.ndarray, origin, places, load) -> None:
+    """Copy each image's part that falls on canvas (the full mosaic canvas, or its window at origin
+    (y, x)); load(k) is called only for images that show."""
+    oy, ox = origin
+    ch, cw = canvas.shape[:2]
+    for k, ((x1a, y1a, x2a, y2a), (x1b, y1b, _, _)) in enumerate(places):
+        x1, y1, x2, y2 = max(x1a, ox), max(y1a, oy), min(x2a, ox + cw), min(y2a, oy + ch)  # visible part
+        if x2 <= x1 or y2 <= y1:
+            continue
+        im = load(k)
+        bx, by = x1b + x1 - x1a, y1b + y1 - y1a  # the same corner in the image
+        canvas[y1 - oy:y2 - oy, x1 - ox:x2 - ox] = im[by:by + y2 - y1, bx:bx + x2 - x1]
+
+
+def _mosaic_labels(labels_list, places, canvas_hw, fn: str) -> np.ndarray:
+    out = []
+    for k, (lab, ((x1a, y1a, _, _), (x1b, y1b, _, _))) in enumerate(zip(labels_list, places)):
+        lab = _as_labels(lab, fn, f"labels_list[{k}]")
+        lab[:, [1, 3]] += x1a - x1b  # image -> canvas offset
+        lab[:, [2, 4]] += y1a - y1b
+        out.append(lab)
+    labels = np.concatenate(out, 0)  # [sum n_i, 5]
+    # The images are cut only where they leave the canvas, so clipping to it = clipping to what is seen.
+    labels[:, [1, 3]] = labels[:, [1, 3]].clip(0, canvas_hw[1])
+    labels[:, [2, 4]] = labels[:, [2, 4]].clip(0, canvas_hw[0])
+    return labels
 
 
 def mosaic4(images: Sequence[np.ndarray], labels_list: Sequence[np.ndarray], size, rng: np.random.Generator,
@@ -278,36 +374,56 @@ def mosaic4(images: Sequence[np.ndarray], labels_list: Sequence[np.ndarray], siz
         raise ValueError(f"{fn}: needs 4 images and 4 label arrays, got {len(images)} and {len(labels_list)}")
     for k, im in enumerate(images):
         _check_image(im, fn, f"images[{k}]")
+    (ch, cw), places = mosaic4_layout([im.shape[:2] for im in images], size, rng)
+    canvas = np.full((ch, cw, images[0].shape[2]), fill, dtype=np.uint8)
+    _paste_tiles(canvas, (0, 0), places, images.__getitem__)
+    return canvas, _mosaic_labels(labels_list, places, (ch, cw), fn)
+
+
+def mosaic4_warped(load, sizes_hw, labels_list: Sequence[np.ndarray], size, rng: np.random.Generator,
+                   degrees: float = 0, translate: float = 0.1, scale: float = 0.5, shear: float = 0,
+                   perspective: float = 0.0, fill=114):
+    """``random_perspective(*mosaic4(...), border=(-h//2, -w//2))`` with the same draws and the same
+    result, without building the 2*size canvas when the warp is a scale and shift (no rotation, shear
+    or perspective): only the canvas window the output shows is assembled, and images that do not
+    show in it are never loaded (about 1 in 10 with YOLOv5's hyps).
+
+    load(k) -> image k (HxWx3 uint8 of size sizes_hw[k]); labels_list: 4 [n_i, 5] in image pixels.
+    Returns (img [h, w, 3] uint8, labels [m, 5]).
+    """
+    fn = "mosaic4_warped"
+    _check_rng(rng, fn)
+    if len(sizes_hw) != 4 or len(labels_list) != 4:
+        raise ValueError(f"{fn}: needs 4 images and 4 label arrays, got {len(sizes_hw)} and {len(labels_list)}")
     sh, sw = _size_hw(size, fn)
-    yc = int(rng.uniform(sh * 0.5, sh * 1.5))  # YOLOv5 draws y first
-    xc = int(rng.uniform(sw * 0.5, sw * 1.5))
-    canvas = np.full((2 * sh, 2 * sw, images[0].shape[2]), fill, dtype=np.uint8)
-    out = []
-    for k, (im, lab) in enumerate(zip(images, labels_list)):
-        h, w = im.shape[:2]
-        # (x1a, y1a, x2a, y2a): region on the canvas; (x1b, y1b, x2b, y2b): the same region in the image.
-        if k == 0:  # top left: image's bottom-right corner at the centre
-            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
-            x1b, y1b, x2b, y2b = w - (x2a - x1a), h - (y2a - y1a), w, h
-        elif k == 1:  # top right
-            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * sw), yc
-            x1b, y1b, x2b, y2b = 0, h - (y2a - y1a), min(w, x2a - x1a), h
-        elif k == 2:  # bottom left
-            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * sh, yc + h)
-            x1b, y1b, x2b, y2b = w - (x2a - x1a), 0, w, min(y2a - y1a, h)
-        else:  # bottom right
-            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * sw), min(2 * sh, yc + h)
-            x1b, y1b, x2b, y2b = 0, 0, min(w, x2a - x1a), min(y2a - y1a, h)
-        canvas[y1a:y2a, x1a:x2a] = im[y1b:y2b, x1b:x2b]
-        lab = _as_labels(lab, fn, f"labels_list[{k}]")
-        lab[:, [1, 3]] += x1a - x1b  # image -> canvas offset
-        lab[:, [2, 4]] += y1a - y1b
-        out.append(lab)
-    labels = np.concatenate(out, 0)  # [sum n_i, 5]
-    # The images are cut only where they leave the canvas, so clipping to it = clipping to what is seen.
-    labels[:, [1, 3]] = labels[:, [1, 3]].clip(0, 2 * sw)
-    labels[:, [2, 4]] = labels[:, [2, 4]].clip(0, 2 * sh)
-    return canvas, labels
+
+    def checked(k):
+        im = load(k)
+        if im.shape[:2] != tuple(sizes_hw[k]):
+            raise ValueError(f"{fn}: image {k} is {im.shape[:2]}, its expected size was {tuple(sizes_hw[k])}")
+        return im
+
+    (ch, cw), places = mosaic4_layout(sizes_hw, (sh, sw), rng)
+    labels = _mosaic_labels(labels_list, places, (ch, cw), fn)
+    M, s, height, width = perspective_matrix((ch, cw), rng, degrees, translate, scale, shear, perspective,
+                                             border=(-sh // 2, -sw // 2))
+    value = _fill3(fill, 3)
+    if _is_scale_shift(M, perspective):
+        img = _filled(height, width, 3, value)
+        plan = _scale_shift_plan(ch, cw, M, width, height)
+        if plan is not None:
+            ((ya, yb), (xa, xb)), dst, M = plan
+            window = _filled(yb - ya, xb - xa, 3, value)
+            _paste_tiles(window, (ya, xa), places, checked)
+            _resize_into(img, window, dst)
+    else:
+        canvas = _filled(ch, cw, 3, value)
+        _paste_tiles(canvas, (0, 0), places, checked)
+        if perspective:
+            img = cv2.warpPerspective(canvas, M, dsize=(width, height), borderValue=value)
+        else:
+            img = cv2.warpAffine(canvas, M[:2], dsize=(width, height), borderValue=value)
+    return img, warp_labels(labels, M, s, width, height, perspective)
 
 
 # ----------------------------------------------------------------------------- mixing

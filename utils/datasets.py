@@ -142,15 +142,29 @@ class LoadImagesAndLabels(Dataset):
         h0, w0 = self.shapes[i]
         return im, (int(h0), int(w0)), im.shape[:2]
 
-    def _resize(self, im):
-        h0, w0 = im.shape[:2]
+    def _resized_hw(self, h0: int, w0: int) -> tuple[int, int]:
+        """(h, w) of an h0 x w0 image resized so its long side is img_size."""
         r = self.img_size / max(h0, w0)
         if r == 1:
-            return im
+            return h0, w0
         # official YOLOX's preprocessing truncates (int), YOLOv5's rounds up
-        size = (int(w0 * r), int(h0 * r)) if self.letterbox_mode == "topleft" else (math.ceil(w0 * r), math.ceil(h0 * r))
+        if self.letterbox_mode == "topleft":
+            return int(h0 * r), int(w0 * r)
+        return math.ceil(h0 * r), math.ceil(w0 * r)
+
+    def loaded_hw(self, i: int) -> tuple[int, int]:
+        """(h, w) load_image(i) will return, known without decoding the image."""
+        im = self.ims[i]
+        return im.shape[:2] if im is not None else self._resized_hw(*(int(v) for v in self.shapes[i]))
+
+    def _resize(self, im):
+        h0, w0 = im.shape[:2]
+        h, w = self._resized_hw(h0, w0)
+        if (h, w) == (h0, w0):
+            return im
+        r = self.img_size / max(h0, w0)
         interp = cv2.INTER_LINEAR if (self.augment or r > 1 or self.letterbox_mode == "topleft") else cv2.INTER_AREA
-        return cv2.resize(im, size, interpolation=interp)
+        return cv2.resize(im, (w, h), interpolation=interp)
 
     def _cache_images(self, cache: str) -> None:
         if cache not in ("ram", "disk"):
@@ -234,18 +248,15 @@ class LoadImagesAndLabels(Dataset):
         return labels
 
     def _mosaic(self, index, rng):
-        s = self.img_size
+        """Mosaic + random_perspective crop, assembling only the window the crop shows (images that do
+        not show in it are not even decoded): ``augment.mosaic4_warped``."""
         indices = [index] + rng.integers(0, len(self), 3).tolist()
-        images, labels = [], []
-        for i in indices:
-            img, _, (h, w) = self.load_image(i)
-            images.append(img)
-            labels.append(self._pixel_labels(i, w, h))
-        img, lab = augment.mosaic4(images, labels, s, rng)
+        sizes = [self.loaded_hw(i) for i in indices]
+        labels = [self._pixel_labels(i, w, h) for i, (h, w) in zip(indices, sizes)]
         hyp = self.hyp
-        return augment.random_perspective(img, lab, rng, degrees=hyp["degrees"], translate=hyp["translate"],
-                                          scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                          border=(-s // 2, -s // 2))
+        return augment.mosaic4_warped(lambda k: self.load_image(indices[k])[0], sizes, labels, self.img_size, rng,
+                                      degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"],
+                                      shear=hyp["shear"], perspective=hyp["perspective"])
 
     def _mixup(self, img, labels, rng):
         j = int(rng.integers(len(self)))

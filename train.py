@@ -40,6 +40,8 @@ def parse_opt(argv=None):
     p.add_argument("--multi-scale", action="store_true", help="random input size (0.75-1.25x) every 10 iterations")
     p.add_argument("--single-cls", action="store_true", help="train every class as one")
     p.add_argument("--cos-lr", action="store_true", help="cosine schedule instead of linear")
+    p.add_argument("--optimizer", default=None, choices=["SGD", "Adam", "AdamW"],
+                   help="optimizer (default: the hyp file's 'optimizer', SGD when it has none)")
     p.add_argument("--save-period", type=int, default=-1, help="also save a checkpoint every N epochs")
     p.add_argument("--patience", type=int, default=100, help="stop after N epochs without improvement (0: never)")
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze the first N layers, or the listed layers")

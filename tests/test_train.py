@@ -140,6 +140,32 @@ def test_hyp_unknown_and_missing_keys(tmp_path, caplog):
         load_hyp(ROOT / "data" / "hyps" / f)
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_optimizer_choice_keeps_the_three_groups(name):
+    from utils.optim import build_optimizer
+
+    model = Model("models/yoloxn.yaml", nc=8)
+    opt = build_optimizer(model, 0.002, 0.9, 5e-4, name=name)
+    assert type(opt).__name__ == name and len(opt.param_groups) == 3
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    assert n_params == len(list(model.parameters()))
+    if name != "SGD":
+        assert all(g["betas"] == (0.9, 0.999) for g in opt.param_groups)
+    with pytest.raises(ValueError, match="choose from SGD, Adam, AdamW"):
+        build_optimizer(model, 0.01, 0.9, 0.0, name="RMSprop")
+
+
+def test_hyp_optimizer_key_is_checked(tmp_path):
+    p = tmp_path / "h.yaml"
+    p.write_text("optimizer: Lion\n")
+    with pytest.raises(ValueError, match="'optimizer' must be one of"):
+        load_hyp(p)
+    p.write_text("optimizer: AdamW\n")
+    assert load_hyp(p)["optimizer"] == "AdamW"
+    assert load_hyp(ROOT / "data" / "hyps" / "hyp.demo.yaml")["optimizer"] in ("SGD", "Adam", "AdamW")
+
+
 def test_schedules_and_warmup():
     s = LRSchedule("yolox_cos", epochs=300, lrf=0.05, warmup_epochs=5, no_aug_epochs=15)
     assert s.factor(5) == pytest.approx(1.0) and s.factor(285) == pytest.approx(0.05)

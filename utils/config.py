@@ -22,11 +22,13 @@ HYP_DEFAULTS = {
     "scheduler": "linear", "warmup_quadratic": False, "ema_decay": 0.9999, "nesterov": False,
     "nbs": 64,  # nominal batch: gradients accumulate until a step has seen this many images
     "grad_clip": 0.0,  # max gradient norm, 0 = off (official YOLOX does not clip)
+    "optimizer": "SGD",  # SGD, Adam or AdamW (train.py --optimizer overrides it)
 }
 CHOICES = {"mixup_mode": ("yolov5", "yolox"), "simota_prior": ("center", "box_or_center"),
-           "iou_loss": ("iou", "giou"), "scheduler": ("linear", "cos", "yolox_cos")}
+           "iou_loss": ("iou", "giou"), "scheduler": ("linear", "cos", "yolox_cos"),
+           "optimizer": ("SGD", "Adam", "AdamW")}
 OPTIONAL = {"box", "cls", "cls_pw", "obj", "obj_pw", "copy_paste", "scheduler", "warmup_quadratic",
-            "ema_decay", "nesterov", "nbs", "grad_clip", "simota_prior", "iou_loss", "mixup_mode", "mixup_scale", "mixup_ratio"}
+            "ema_decay", "nesterov", "nbs", "grad_clip", "optimizer", "simota_prior", "iou_loss", "mixup_mode", "mixup_scale", "mixup_ratio"}
 
 
 def load_hyp(hyp) -> dict:

@@ -62,6 +62,8 @@ class Trainer:
         if self.main:
             self.wdir.mkdir(parents=True, exist_ok=True)
         self.hyp = self.resume_ckpt["hyp"] if self.resume_ckpt else load_hyp(opt.hyp)
+        if getattr(opt, "optimizer", None) and not self.resume_ckpt:
+            self.hyp["optimizer"] = opt.optimizer  # --optimizer over the hyp file's choice
         torch.manual_seed(opt.seed + max(self.ctx.rank, 0))
         self.data = self._load_data()
         self.nc = 1 if opt.single_cls else self.data["nc"]
@@ -162,7 +164,8 @@ class Trainer:
         self.nbs = hyp["nbs"]
         self.accumulate = max(round(self.nbs / self.batch_total), 1)
         decay = hyp["weight_decay"] * self.batch_total * self.accumulate / self.nbs
-        self.optimizer = build_optimizer(self.model, hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"])
+        self.optimizer = build_optimizer(self.model, hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"],
+                                         hyp.get("optimizer", "SGD"))
         kind = "cos" if opt.cos_lr and hyp["scheduler"] == "linear" else hyp["scheduler"]
         self.schedule = LRSchedule(kind, opt.epochs, hyp["lrf"], hyp["warmup_epochs"], self.no_aug_epochs)
         self.warmup_steps = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else 0
@@ -281,7 +284,11 @@ class Trainer:
         for j, g in enumerate(self.optimizer.param_groups):
             start = hyp["warmup_bias_lr"] if j == 2 else 0.0
             g["lr"] = warmup(ni, self.warmup_steps, target, start, hyp["warmup_quadratic"])
-            g["momentum"] = warmup(ni, self.warmup_steps, hyp["momentum"], hyp["warmup_momentum"])
+            momentum = warmup(ni, self.warmup_steps, hyp["momentum"], hyp["warmup_momentum"])
+            if "betas" in g:  # Adam, AdamW: momentum is beta1
+                g["betas"] = (momentum, g["betas"][1])
+            else:
+                g["momentum"] = momentum
 
     def _random_size(self, ni):
         rng = np.random.default_rng([self.opt.seed, ni])  # same draw on every process

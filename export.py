@@ -1,4 +1,4 @@
-"""Export a model to ONNX (and TorchScript) for NPU toolchains, verified against torch, with a readiness report.
+"""Export to ONNX (TorchScript, OpenVINO, RKNN) for NPU toolchains, verified against torch, with a readiness report.
 
     python export.py --weights ./yolox_rslu.pt --include onnx --opset 10 --simplify --deploy
     python export.py --weights yolox_s.pth --cfg models/yoloxs.yaml --img-size 640 --simplify
@@ -6,12 +6,20 @@
     python export.py --weights best.pt --deploy --focus-conv --int8 --data data/demo.yaml --calib-images 100
     python export.py --weights best.pt --nms --max-det 100 --conf-thres 0.25 --iou-thres 0.45
     python export.py --cfg models/yoloxs_rslu.yaml --deploy --simplify       # random weights: graph inspection
+    python export.py --weights best.pt --deploy --include openvino --int8 --data data/demo.yaml  # openvino, nncf
+    python export.py --weights best.pt --deploy --include rknn --int8 --data data/demo.yaml --rknn-platform rk3588
 
 Output layouts (utils/export_layouts.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
 --deploy folds BatchNorm and writes NPU-friendly separate outputs: "per-level" (default: raw reg,
 sigmoid obj, sigmoid cls per level, decoded on the CPU) or "split" (boxes, scores); --nms adds ONNX
 NonMaxSuppression (num_dets, boxes, scores, classes). Every export is checked by onnx.checker and
 onnxruntime against torch (it fails when they differ) and reported (utils/npu_report.py).
+
+--include openvino / rknn convert that ONNX file (utils/export_openvino.py, utils/export_rknn.py; optional
+packages, a clear message names what to install) and, with --int8, quantise on the same calibration images
+as the int8 ONNX. Each converted model runs in its toolchain's own runtime (OpenVINO CPU, the rknn-toolkit2
+simulator) on held-out dataset images and is compared with float32 torch: cosine per output and the share
+of torch's top-100 detections it finds again (utils/export_compare.py).
 """
 from __future__ import annotations
 
@@ -27,9 +35,9 @@ from utils.export_rewrite import FOCUS_MODES, prepare_for_export
 from utils.onnx_export import DYNAMIC_AXES, check_opset
 
 LOGGER = logging.getLogger("yolox5.export")
-INCLUDE = ("onnx", "torchscript")
-N_HELD = 8  # images int8 is compared with fp32 on
-PLANNED = {"openvino": "pip install openvino", "rknn": "pip install rknn-toolkit2"}
+INCLUDE = ("onnx", "torchscript", "openvino", "rknn")
+CONVERTED = ("openvino", "rknn")  # converted from the ONNX file, so it is written for them too
+N_HELD = 8  # images int8 and converted models are compared with fp32 on
 
 
 def _img_size(size) -> tuple[int, int]:
@@ -40,11 +48,8 @@ def _img_size(size) -> tuple[int, int]:
 
 
 def _check_options(include, imgsz, stride, batch_size, deploy, deploy_outputs, nms, half, device, int8, data,
-                   dynamic) -> None:
+                   dynamic, rknn_platform="rk3588") -> None:
     for inc in include:
-        if inc in PLANNED:
-            raise ValueError(f"--include {inc} is not available in this version; export ONNX and convert it with the "
-                             f"toolchain ({PLANNED[inc]})")
         if inc not in INCLUDE:
             raise ValueError(f"--include {inc!r}: choose from {INCLUDE}")
     bad = [s for s in imgsz if s % stride]
@@ -66,16 +71,49 @@ def _check_options(include, imgsz, stride, batch_size, deploy, deploy_outputs, n
                          "for 8-bit NPUs use --int8")
     if half and int8:
         raise ValueError("--int8 quantises the float32 export; drop --half")
+    converted = [inc for inc in CONVERTED if inc in include]
+    if half and converted:
+        raise ValueError(f"--include {converted[0]} converts the float32 ONNX and chooses its own precision "
+                         f"(--int8 for 8 bits); drop --half")
     if int8 and not data:
         raise ValueError("--int8 calibrates on real images: pass --data (a dataset yaml, e.g. data/demo.yaml)")
     if int8 and nms:
         raise ValueError("--int8 with --nms would quantise the NMS tail: quantise the network (--deploy --int8) and "
                          "run NMS after it")
-    if int8 and "onnx" not in include:
-        raise ValueError("--int8 quantises the ONNX file: add --include onnx")
+    if int8 and "onnx" not in include and not converted:
+        raise ValueError("--int8 quantises the ONNX file, the OpenVINO IR or the RKNN model: add --include onnx, "
+                         "openvino or rknn")
+    if "rknn" in include:
+        _check_rknn_options(batch_size, nms, dynamic, rknn_platform)
     bad = [d for d in dynamic if d not in DYNAMIC_AXES]
     if bad:
         raise ValueError(f"--dynamic takes {' and/or '.join(DYNAMIC_AXES)}, got {bad}")
+
+
+def _check_rknn_options(batch_size, nms, dynamic, platform) -> None:
+    from utils.export_rknn import check_platform
+
+    if dynamic:
+        raise ValueError("--include rknn needs a static input shape (RKNN models have one): drop --dynamic")
+    if int(batch_size) != 1:
+        raise ValueError(f"--include rknn converts batch 1 (the NPU runs one image at a time; rknn-toolkit2 "
+                         f"multi-batch is its own build option), got --batch-size {batch_size}")
+    if nms:
+        raise ValueError("--include rknn: Rockchip NPUs do not run NonMaxSuppression; export --deploy (per-level "
+                         "outputs) and run NMS after the model")
+    check_platform(platform)
+
+
+def _require_toolchains(include, int8) -> None:
+    """Fail before any work when a toolchain package is missing, naming what to install."""
+    if "openvino" in include:
+        from utils.export_openvino import require_openvino
+
+        require_openvino(int8)
+    if "rknn" in include:
+        from utils.export_rknn import require_rknn
+
+        require_rknn()
 
 
 def _load(weights, cfg, device):
@@ -124,10 +162,13 @@ def metadata_of(model, imgsz, batch_size, layout, deploy, focus_conv, letterbox_
 def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, opset=12, dynamic=(), simplify=False,
         deploy=False, deploy_outputs=None, half=False, device="cpu", output=None, focus_conv=None, nms=False,
         max_det=100, iou_thres=0.45, conf_thres=0.25, int8=False, data=None, calib_images=100, calib_split="train",
-        report=True) -> dict:
+        rknn_platform="rk3588", report=True) -> dict:
     """Export, verify and report; returns what was made: {"layout", "onnx", "report", "int8", "int8_comparison",
-    "int8_report", "torchscript", "verification": [Verification, ...]}. Raises on any failed check."""
+    "int8_report", "torchscript", "openvino" (float32 IR), "openvino_int8", "openvino_comparison" (of the int8 IR
+    with --int8, else of the float32 one; ConversionComparison), "openvino_fp32_comparison" (with --int8), "rknn",
+    "rknn_comparison", "verification": [Verification, ...]}. Raises on any failed check."""
     from utils.devices import select_device
+    from utils.export_int8 import calibration_images
 
     include, dynamic = tuple(include), tuple(dynamic or ())
     device = select_device(str(device))
@@ -135,7 +176,9 @@ def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, o
     check_opset(opset)
     model, official = _load(weights, cfg, device)
     stride = int(max(model.stride.tolist()))
-    _check_options(include, imgsz, stride, batch_size, deploy, deploy_outputs, nms, half, device, int8, data, dynamic)
+    _check_options(include, imgsz, stride, batch_size, deploy, deploy_outputs, nms, half, device, int8, data, dynamic,
+                   rknn_platform)
+    _require_toolchains(include, int8)
     layout = "nms" if nms else (deploy_outputs or "per-level") if deploy else "decoded"
     letterbox_mode = "topleft" if official else "center"
     nms_args = {"max_det": int(max_det), "iou_thres": float(iou_thres), "conf_thres": float(conf_thres),
@@ -159,11 +202,19 @@ def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, o
                 + (", BatchNorm fused" if deploy else "") + (f", Focus as conv ({focus_conv})" if focus_conv else ""))
     results: dict = {"verification": [], "layout": layout}
     target = Path(output) if output else _default_output(weights, cfg)
-    if "onnx" in include:
+    converted = [inc for inc in CONVERTED if inc in include]
+    if "onnx" in include or converted:  # openvino and rknn convert the ONNX file once it is verified
         results.update(_onnx(wrapped, model, im, target, meta, opset, dynamic, simplify, half, report))
-        if int8:
-            results.update(_int8(results["onnx"], data, calib_images, calib_split, imgsz, letterbox_mode,
-                                 int(batch_size), meta, dynamic, report))
+        bs = 1 if "batch" in dynamic else int(batch_size)
+        calib = calibration_images(data, calib_images, imgsz, letterbox_mode, calib_split) if int8 else None
+        held, source = _held_images(data, calib_split, imgsz, letterbox_mode, calib, im) if int8 or converted \
+            else (None, "")
+        if int8 and "onnx" in include:
+            results.update(_int8(results["onnx"], data, calib, held, source, imgsz, bs, meta, report))
+        if "openvino" in converted:
+            results.update(_openvino(results["onnx"], wrapped, model, meta, calib, held, source, bs))
+        if "rknn" in converted:
+            results.update(_rknn(results["onnx"], wrapped, model, meta, calib, held, source, rknn_platform))
     if "torchscript" in include:
         results.update(_torchscript(wrapped, im, target.with_suffix(".torchscript"), meta))
     results["verification"] = [results.pop(k) for k in ("onnx_check", "torchscript_check") if k in results]
@@ -212,22 +263,33 @@ def _providers(half: bool):
     return ["CPUExecutionProvider"]
 
 
-def _int8(path, data, n, split, imgsz, letterbox_mode, batch_size, meta: dict, dynamic, report) -> dict:
-    from utils.export_int8 import calibration_images, compare_int8, quantize_int8
+def _held_images(data, split, imgsz, letterbox_mode, calib, im):
+    """(images [n, 3, H, W], what they are) that int8 and converted models are compared with fp32 on:
+    N_HELD images of the other split than calibration's, so none were calibrated on; without --data the
+    export's random input (a check of the conversion, not of accuracy)."""
+    from utils.export_int8 import calibration_images
+
+    if not data:
+        return im.detach().float().cpu().numpy(), "random inputs (--data for dataset images)"
+    held_split = "val" if split != "val" else "train"
+    try:
+        held = calibration_images(data, N_HELD, imgsz, letterbox_mode, held_split, purpose="int8 check")
+        return held, f"{held_split} images"
+    except ValueError:  # a dataset with one split: the last calibration images (or the first ones of it)
+        if calib is None:
+            calib = calibration_images(data, N_HELD, imgsz, letterbox_mode, split, purpose="int8 check")
+        return calib[-min(N_HELD, len(calib)):], f"{split} images (no other split)"
+
+
+def _int8(path, data, images, held, source, imgsz, bs, meta: dict, report) -> dict:
+    from utils.export_int8 import compare_int8, quantize_int8
 
     t0 = time.perf_counter()
-    images = calibration_images(data, n, imgsz, letterbox_mode, split)
-    bs = 1 if "batch" in dynamic else batch_size
     int8_path = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"), images, batch_size=bs)
     LOGGER.info(f"int8: {int8_path} written in {time.perf_counter() - t0:.1f} s (QDQ, per-channel int8 weights, "
                 f"int8 activations, MinMax over {len(images)} images)")
-    held_split = "val" if split != "val" else "train"  # compare on images calibration did not see
-    try:
-        held = calibration_images(data, N_HELD, imgsz, letterbox_mode, held_split, purpose="int8 check")
-    except ValueError:
-        held_split, held = split, images[-min(N_HELD, len(images)):]
     comparison = compare_int8(path, int8_path, held, meta["layout"], meta["stride"], meta["outputs"], batch_size=bs)
-    comparison.source = f"{held_split} images"
+    comparison.source = source
     LOGGER.info(comparison.text())
     LOGGER.info(f"  the accuracy cost of 8 bits: python val.py --data {data} --weights {int8_path} "
                 f"--img-size {imgsz[0]}")
@@ -240,8 +302,54 @@ def _int8(path, data, n, split, imgsz, letterbox_mode, batch_size, meta: dict, d
     return out
 
 
+def _openvino(onnx_path: Path, wrapped, model, meta: dict, calib, held, source, bs) -> dict:
+    from utils.export_compare import compare_with_torch
+    from utils.export_openvino import export_openvino, openvino_runner, quantize_openvino
+
+    t0 = time.perf_counter()
+    xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), meta)
+    LOGGER.info(f"OpenVINO: {xml} (+ .bin, float32) written in {time.perf_counter() - t0:.1f} s")
+    out = {"openvino": xml}
+    files = [("openvino_comparison", xml)]
+    if calib is not None:
+        t0 = time.perf_counter()
+        int8_xml = quantize_openvino(xml, onnx_path.with_name(onnx_path.stem + ".int8.xml"), calib, batch_size=bs)
+        LOGGER.info(f"OpenVINO int8: {int8_xml} written in {time.perf_counter() - t0:.1f} s (NNCF, {len(calib)} "
+                    f"calibration images)")
+        out["openvino_int8"] = int8_xml
+        files = [("openvino_fp32_comparison", xml), ("openvino_comparison", int8_xml)]
+    for key, f in files:
+        run = openvino_runner(f, meta["outputs"])
+        out[key] = compare_with_torch(run, wrapped, model, held, meta["layout"], meta["stride"], meta["outputs"], f,
+                                      "OpenVINO CPU", batch_size=bs)
+        out[key].source = source
+        LOGGER.info(out[key].text())
+    return out
+
+
+def _rknn(onnx_path: Path, wrapped, model, meta: dict, calib, held, source, platform) -> dict:
+    from utils.export_compare import compare_with_torch
+    from utils.export_rknn import build_rknn
+
+    t0 = time.perf_counter()
+    path = onnx_path.with_name(onnx_path.stem + (".int8" if calib is not None else "") + ".rknn")
+    rknn = build_rknn(onnx_path, path, platform, calib, meta)
+    try:
+        LOGGER.info(f"RKNN: {path} written in {time.perf_counter() - t0:.1f} s ({platform}, "
+                    + (f"int8, calibrated on {len(calib)} images)" if calib is not None else
+                       "float16; add --int8 --data for the 8-bit model)"))
+        comparison = compare_with_torch(rknn.run, wrapped, model, held, meta["layout"], meta["stride"],
+                                        meta["outputs"], path, rknn.runtime)
+    finally:
+        rknn.release()
+    comparison.source = source
+    LOGGER.info(comparison.text())
+    return {"rknn": path, "rknn_comparison": comparison}
+
+
 def parse_opt(argv=None):
-    p = argparse.ArgumentParser(description="Export to ONNX / TorchScript for NPU toolchains, verified with onnxruntime")
+    p = argparse.ArgumentParser(description="Export to ONNX / TorchScript / OpenVINO / RKNN for NPU toolchains, "
+                                            "verified against torch")
     p.add_argument("--weights", default=None, help="project checkpoint (.pt) or official YOLOX weights (.pth)")
     p.add_argument("--cfg", default=None, help="model YAML (official .pth on another model file; alone: random weights)")
     p.add_argument("--include", nargs="+", default=["onnx"], help=f"formats: {', '.join(INCLUDE)}")
@@ -263,10 +371,13 @@ def parse_opt(argv=None):
     p.add_argument("--iou-thres", type=float, default=0.45, help="--nms: IoU threshold")
     p.add_argument("--conf-thres", type=float, default=0.25, help="--nms: score threshold (obj * cls)")
     p.add_argument("--half", action="store_true", help="float16 export (CUDA device only)")
-    p.add_argument("--int8", action="store_true", help="also write a static int8 QDQ model calibrated on --data")
+    p.add_argument("--int8", action="store_true",
+                   help="also write int8 models calibrated on --data: QDQ ONNX (onnx), NNCF IR (openvino), RKNN (rknn)")
     p.add_argument("--data", default=None, help="dataset yaml with the calibration images (--int8)")
     p.add_argument("--calib-images", type=int, default=100, help="--int8: number of calibration images")
     p.add_argument("--calib-split", default="train", help="--int8: split the calibration images come from")
+    p.add_argument("--rknn-platform", default="rk3588",
+                   help="--include rknn: target chip (rk3588, rk3576, rk3568, ...)")
     p.add_argument("--device", default="cpu", help="cpu or a CUDA device: 0")
     p.add_argument("--output", default=None, help="output ONNX path (default: beside the weights)")
     opt = p.parse_args(argv)
@@ -276,6 +387,7 @@ def parse_opt(argv=None):
 
 
 def main(argv=None):
+    from utils.export_rknn import RknnError
     from utils.export_verify import ExportCheckError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -286,8 +398,8 @@ def main(argv=None):
                    deploy=opt.deploy, deploy_outputs=opt.deploy_outputs, half=opt.half, device=opt.device,
                    output=opt.output, focus_conv=opt.focus_conv, nms=opt.nms, max_det=opt.max_det,
                    iou_thres=opt.iou_thres, conf_thres=opt.conf_thres, int8=opt.int8, data=opt.data,
-                   calib_images=opt.calib_images, calib_split=opt.calib_split)
-    except (ValueError, FileNotFoundError, ImportError, ExportCheckError) as e:
+                   calib_images=opt.calib_images, calib_split=opt.calib_split, rknn_platform=opt.rknn_platform)
+    except (ValueError, FileNotFoundError, ImportError, ExportCheckError, RknnError) as e:
         raise SystemExit(f"export.py: {e}") from None
 
 

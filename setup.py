@@ -26,5 +26,10 @@ setup(
         # pytest, plus what the official yolox package imports (installed --no-deps by
         # tests/install_reference.sh) so tests can compare against it
         "dev": ["pytest>=7", "loguru", "tabulate", "thop", "psutil", "wheel"],
+        # export.py --include openvino (nncf for --int8); CI does not install them, their tests skip
+        "openvino": ["openvino>=2024.0", "nncf>=2.10"],
+        # export.py --include rknn: it pins torch<=2.4, numpy<=1.26, onnx<=1.18, so install it in its own
+        # environment (README, "OpenVINO and RKNN"); 2.5 imports pkg_resources, gone from setuptools 81
+        "rknn": ["rknn-toolkit2>=2.0", "setuptools<81"],
     },
 )

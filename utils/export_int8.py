@@ -11,8 +11,9 @@ onnxruntime's ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear
 op, the form NPU converters and TensorRT read), int8 weights per output channel, int8 activations,
 MinMax calibration; per-channel QDQ needs opset 13, so a file of a lower opset is converted for
 quantisation (the float32 file keeps its opset). The report compares int8 with fp32 on held images: per output max |diff| and
-cosine similarity, and the decoded boxes (pixels) and scores, which is where one shared 8-bit scale
-over box pixels and probabilities (the decoded layout) shows. The mAP of the int8 file is measured by
+cosine similarity, the decoded boxes (pixels) and scores, which is where one shared 8-bit scale
+over box pixels and probabilities (the decoded layout) shows, and the share of fp32's top-100
+detections the int8 file finds again (utils/export_compare.py). The mAP of the int8 file is measured by
 ``python val.py --data <data> --weights m.int8.onnx``.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from utils.augment import letterbox
+from utils.export_compare import TOP_K, Agreement, batches, cosine, detection_agreement, detections, max_abs, max_diff
 
 LOGGER = logging.getLogger("yolox5.export")
 
@@ -80,15 +82,6 @@ class _QuietPreprocessHint(logging.Filter):
             "run pre-processing before quantization" not in record.getMessage()
 
 
-def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """Batches of exactly batch_size (a fixed-batch model), the last one filled by repeating images."""
-    if batch_size <= 1:
-        return [images[i:i + 1] for i in range(len(images))]
-    reps = -(-len(images) // batch_size) * batch_size
-    idx = np.arange(reps) % len(images)
-    return [images[idx[i:i + batch_size]] for i in range(0, reps, batch_size)]
-
-
 def quantize_int8(fp32_path, int8_path, images: np.ndarray, batch_size: int = 1, per_channel: bool = True) -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -96,7 +89,7 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray, batch_size: int = 1,
 
     class _Reader(CalibrationDataReader):
         def __init__(self, input_name: str):
-            self.feeds = iter([{input_name: b} for b in _batches(images, batch_size)])
+            self.feeds = iter([{input_name: b} for b in batches(images, batch_size)])
 
         def get_next(self):
             return next(self.feeds, None)
@@ -135,33 +128,14 @@ class Int8Comparison:
     n_images: int
     lines: list = field(default_factory=list)  # (name, max |diff|, value range, cosine)
     source: str = "images"
+    agreement: Agreement | None = None  # fp32's top-100 detections found again by int8
 
     def text(self) -> str:
         out = [f"int8 vs fp32 ({self.path.name}, onnxruntime CPU, {self.n_images} {self.source}):"]
         out += [f"    {n:<22} max |diff| {d:.4g} (values up to {r:.4g}), cosine {c:.5f}" for n, d, r, c in self.lines]
+        if self.agreement is not None:
+            out.append(self.agreement.line("fp32", "the int8 file"))
         return "\n".join(out)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine similarity over the entries finite in both (an untrained model's exp() may overflow)."""
-    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den else float(np.array_equal(a, b))
-
-
-def _max_diff(a, b) -> float:
-    """max |a - b| over the entries finite in both."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    return float(np.abs(a[keep] - b[keep]).max()) if keep.any() else 0.0
-
-
-def _max_abs(a) -> float:
-    a = np.abs(np.asarray(a, dtype=np.float64))
-    a = a[np.isfinite(a)]
-    return float(a.max()) if a.size else 0.0
 
 
 def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides: Sequence[float],
@@ -173,16 +147,18 @@ def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides:
     fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
     name = fp32.get_inputs()[0].name
     a_all, b_all = [], []
-    for batch in _batches(images, batch_size):
+    for batch in batches(images, batch_size):
         a_all.append(fp32.run(None, {name: batch}))
         b_all.append(int8.run(None, {name: batch}))
     result = Int8Comparison(Path(int8_path), len(images))
     outs_a = [np.concatenate([o[k] for o in a_all]) for k in range(len(names))]
     outs_b = [np.concatenate([o[k] for o in b_all]) for k in range(len(names))]
     for n, a, b in zip(names, outs_a, outs_b):
-        result.lines.append((n, _max_diff(a, b), _max_abs(a), _cosine(a, b)))
+        result.lines.append((n, max_diff(a, b), max_abs(a), cosine(a, b)))
     if layout != "nms":
         (box_a, score_a), (box_b, score_b) = (boxes_scores(decode_outputs(o, layout, strides)) for o in (outs_a, outs_b))
         for n, a, b in (("decoded boxes (px)", box_a, box_b), ("decoded scores", score_a, score_b)):
-            result.lines.append((n, _max_diff(a, b), _max_abs(a), _cosine(a.numpy(), b.numpy())))
+            result.lines.append((n, max_diff(a, b), max_abs(a), cosine(a.numpy(), b.numpy())))
+    result.agreement = detection_agreement(detections(outs_a, layout, strides, max_det=TOP_K),
+                                           detections(outs_b, layout, strides))
     return result

@@ -1,0 +1,129 @@
+"""RKNN models for Rockchip NPUs from our ONNX export, through rknn-toolkit2, run in its simulator.
+
+    require_rknn()                                                   # a clear message when it is missing
+    model = build_rknn("m.onnx", "m.int8.rknn", platform="rk3588", images=calibration, metadata=meta)
+    outputs = model.run(batch)                                       # float32 [B, 3, H, W] BGR 0-255
+    model.release()
+
+rknn-toolkit2 converts the ONNX file export.py has just written and verified (``load_onnx``), quantises
+it to int8 (``build(do_quantization=True, dataset=...)``, its default w8a8, per-channel weights) when
+calibration images are given, float16 otherwise, writes the .rknn file (``export_rknn``) and runs the
+built model in the toolkit's simulator (``init_runtime()`` without a target) for the comparison with
+torch. The simulator only runs a model built in the same session, not one loaded from a .rknn file, so
+``build_rknn`` returns the live model.
+
+Input, channels and calibration data. Our models take BGR 0-255 float with no normalisation. rknn-toolkit2
+computes (x - mean_values[c]) / std_values[c] for each input channel c in the order the channels arrive,
+so mean 0 and std 1 for all three channels leave the input as it is. It never reorders the channels of
+an array passed to ``inference()`` or of a .npy calibration file; only calibration image files (jpg,
+png) are decoded as RGB, and flipped to BGR only with ``quant_img_RGB2BGR=True``. So the calibration
+images go to rknn as .npy arrays of exactly the tensors the model sees (letterboxed BGR float,
+utils/export_int8.calibration_images), [1, 3, H, W] as the ONNX input (rknn-toolkit2 2.5 rejects NHWC
+.npy for an NCHW model), listed one path a line in dataset.txt: nothing for rknn to convert, and the
+int8 ranges come from the same data as the int8 ONNX and OpenVINO models. On the board, feed the
+letterboxed BGR image (uint8, NHWC, as cv2 gives it) without scaling.
+
+rknn-toolkit2 is optional and pins old versions of torch (<= 2.4), numpy (<= 1.26) and onnx (<= 1.18):
+install it in its own virtual environment (README, "OpenVINO and RKNN").
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+INSTALL = ('pip install rknn-toolkit2 (or pip install -e ".[rknn]"), in a separate virtual environment: it pins '
+           'torch<=2.4, numpy<=1.26 and onnx<=1.18')
+PLATFORMS = ("rk3588", "rk3576", "rk3568", "rk3566", "rk3562", "rk2118", "rv1126b", "rv1106", "rv1106b", "rv1103",
+             "rv1103b")  # rknn-toolkit2 2.5's target_platform values
+MEAN, STD = [[0.0, 0.0, 0.0]], [[1.0, 1.0, 1.0]]  # BGR 0-255 in, no normalisation (see the module doc)
+META_KEYS = ("exporter", "yaml", "stride", "nc", "imgsz", "layout", "letterbox")  # short: custom_string is small
+
+
+def require_rknn() -> None:
+    """Raise ImportError naming what to install when rknn-toolkit2 cannot be imported."""
+    try:
+        importlib.import_module("rknn.api")
+    except ImportError as e:
+        raise ImportError(f"--include rknn needs rknn-toolkit2 ({e}): install it with {INSTALL}") from None
+    if importlib.util.find_spec("pkg_resources") is None:  # rknn-toolkit2 2.5 imports it when RKNN() starts
+        raise ImportError("rknn-toolkit2 imports pkg_resources, which setuptools >= 81 no longer has: "
+                          "pip install 'setuptools<81'")
+
+
+def check_platform(platform: str) -> str:
+    platform = str(platform).lower()
+    if platform not in PLATFORMS:
+        raise ValueError(f"--rknn-platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
+    return platform
+
+
+class RknnError(RuntimeError):
+    """A step of rknn-toolkit2 failed (its own log, printed above, says why)."""
+
+
+def _check(ret, step: str, path) -> None:
+    if ret != 0:
+        raise RknnError(f"{path}: rknn-toolkit2 {step} failed (returned {ret}); its log above says why")
+
+
+def _write_dataset(images: np.ndarray, folder: Path) -> Path:
+    """One .npy [1, 3, H, W] per image and dataset.txt listing them, as rknn's build(dataset=) reads."""
+    lines = []
+    for i, im in enumerate(images):
+        f = folder / f"calib_{i:05d}.npy"
+        np.save(f, np.ascontiguousarray(im[None], dtype=np.float32))  # NCHW BGR 0-255, as the ONNX input
+        lines.append(str(f.resolve()))
+    listing = folder / "dataset.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    return listing
+
+
+class RknnModel:
+    """A built RKNN model with the simulator running: ``run(batch)`` gives its outputs as float32 arrays."""
+
+    def __init__(self, rknn, path: Path, platform: str, quantized: bool):
+        self.rknn, self.path, self.platform, self.quantized = rknn, path, platform, quantized
+
+    @property
+    def runtime(self) -> str:
+        return f"rknn-toolkit2 simulator, {self.platform}, {'int8' if self.quantized else 'float16'}"
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        outputs = self.rknn.inference(inputs=[np.ascontiguousarray(batch, dtype=np.float32)], data_format="nchw")
+        if outputs is None:
+            raise RknnError(f"{self.path}: the rknn simulator returned no outputs; its log above says why")
+        return [np.asarray(o, dtype=np.float32) for o in outputs]  # int8 outputs come back dequantised
+
+    def release(self) -> None:
+        self.rknn.release()
+
+
+def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarray | None = None,
+               metadata: dict | None = None) -> RknnModel:
+    """Convert ``onnx_path`` (static shape) for ``platform``, int8 calibrated on ``images`` [n, 3, H, W]
+    (float16 when None), write ``rknn_path`` and start the simulator; returns the live model."""
+    from rknn.api import RKNN
+
+    platform, rknn_path = check_platform(platform), Path(rknn_path)
+    custom = json.dumps({k: metadata[k] for k in META_KEYS if k in (metadata or {})}, separators=(",", ":"))
+    rknn = RKNN(verbose=False)
+    try:
+        _check(rknn.config(mean_values=MEAN, std_values=STD, target_platform=platform, quantized_dtype="w8a8",
+                           quantized_algorithm="normal", quantized_method="channel", custom_string=custom),
+               "config", rknn_path)
+        _check(rknn.load_onnx(model=str(onnx_path)), "load_onnx", onnx_path)
+        with tempfile.TemporaryDirectory(prefix="rknn_calib_") as tmp:
+            dataset = _write_dataset(images, Path(tmp)) if images is not None else None
+            _check(rknn.build(do_quantization=images is not None, dataset=str(dataset) if dataset else None),
+                   "build", rknn_path)
+        _check(rknn.export_rknn(str(rknn_path)), "export_rknn", rknn_path)
+        _check(rknn.init_runtime(), "init_runtime (simulator)", rknn_path)
+    except BaseException:
+        rknn.release()
+        raise
+    return RknnModel(rknn, rknn_path, platform, images is not None)

@@ -7,6 +7,11 @@ official YOLOX's (model(images, targets) -> loss, backward, step) on the same mo
 Images are random, targets realistic (sides 8..300 px at 640, scaled with the size), both sides
 see identical tensors. Official YOLOX's step uses the box_or_center assigner of yolox 0.3.0, ours
 runs its default (center); the ratio column is official time / ours (> 1: ours is faster).
+
+Ours is timed as the trainer runs it on a CPU: channels_last, float32 ("fp32"), and with bfloat16
+autocast ("bf16": the trainer's default where the CPU has native bf16, AMX or AVX512-BF16; the loss
+stays float32). Official YOLOX trains in float32 on a CPU (its --fp16 is CUDA only). --contiguous
+times ours without channels_last.
 """
 from __future__ import annotations
 
@@ -18,7 +23,8 @@ import time
 import torch
 
 from models.yolo import Model
-from tests.reference import build_official, official_yolox
+from tests.reference import OFFICIAL_SIZES, build_official, official_yolox
+from utils.devices import cpu_has_native_bf16
 from utils.loss import ComputeXLoss
 from utils.optim import build_optimizer
 
@@ -46,7 +52,7 @@ def time_steps(step, runs, warmup=1):
     return statistics.median(times)
 
 
-def ours_step(name, images, targets, channels_last=False):
+def ours_step(name, images, targets, channels_last=False, bf16=False):
     model = Model(f"models/{name}.yaml").train()
     if channels_last:  # what the trainer does on CPU
         model = model.to(memory_format=torch.channels_last)
@@ -55,7 +61,9 @@ def ours_step(name, images, targets, channels_last=False):
     opt = build_optimizer(model, 0.01, 0.9, 5e-4)
 
     def step():
-        loss, _ = loss_fn(model(images), targets)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            preds = model(images)
+        loss, _ = loss_fn(preds, targets)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -88,6 +96,7 @@ def main(argv=None):
     if opt.threads:
         torch.set_num_threads(opt.threads)
     have_official = not opt.skip_official and official_yolox() is not None
+    precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {opt.batch}, {opt.gts} GTs/image, "
           f"runs {opt.runs}; load average {os.getloadavg()[0]:.2f}")
     rows = []
@@ -95,20 +104,22 @@ def main(argv=None):
         images = torch.rand(opt.batch, 3, size, size) * 255
         ours_t, official_t = make_targets(opt.batch, opt.gts, size, 80)
         for name in opt.models:
-            torch.manual_seed(0)
-            t_ours = time_steps(ours_step(name, images, ours_t, channels_last=not opt.contiguous), opt.runs)
-            base = name.replace("_rslu", "")
             t_off = None
-            if have_official and base == name:
+            if have_official and name in OFFICIAL_SIZES:
                 torch.manual_seed(0)
-                t_off = time_steps(official_step(base, images, official_t), opt.runs)
-            rows.append((name, size, t_ours, t_off))
-            print(f"  {name} @{size}: ours {t_ours:.3f} s, official {t_off if t_off is None else round(t_off, 3)} s")
-    print("\n| model | size | batch | ours s/step | ours img/s | official s/step | official img/s | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, size, t_ours, t_off in rows:
+                t_off = time_steps(official_step(name, images, official_t), opt.runs)
+                print(f"  {name} @{size}: official {t_off:.3f} s")
+            for precision in precisions:
+                torch.manual_seed(0)
+                t_ours = time_steps(ours_step(name, images, ours_t, channels_last=not opt.contiguous,
+                                              bf16=precision == "bf16"), opt.runs)
+                rows.append((name, size, precision, t_ours, t_off))
+                print(f"  {name} @{size}: ours {precision} {t_ours:.3f} s")
+    print("\n| model | size | batch | ours | ours s/step | ours img/s | official (fp32) s/step | official img/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, size, precision, t_ours, t_off in rows:
         off = f"{t_off:.3f} | {opt.batch / t_off:.2f} | {t_off / t_ours:.2f}" if t_off else "- | - | -"
-        print(f"| {name} | {size} | {opt.batch} | {t_ours:.3f} | {opt.batch / t_ours:.2f} | {off} |")
+        print(f"| {name} | {size} | {opt.batch} | {precision} | {t_ours:.3f} | {opt.batch / t_ours:.2f} | {off} |")
     print(f"\nratio = official s/step / ours (> 1: ours is faster); load average {os.getloadavg()[0]:.2f} at the end")
 
 

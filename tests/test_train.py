@@ -166,6 +166,38 @@ def test_hyp_optimizer_key_is_checked(tmp_path):
     assert load_hyp(ROOT / "data" / "hyps" / "hyp.demo.yaml")["optimizer"] in ("SGD", "Adam", "AdamW")
 
 
+def test_amp_dtype_per_device():
+    from utils.devices import amp_dtype, cpu_has_native_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype(cpu, False) is None and amp_dtype(cuda, False) is None
+    assert amp_dtype(cpu, True) == torch.bfloat16 and amp_dtype(cuda, None) == torch.float16
+    assert amp_dtype(cpu, None) is None  # opt-in on CPU
+    assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_bf16_autocast_training_step_is_finite_and_close_to_float32():
+    """One step under CPU bfloat16 autocast: the loss (computed in float32) stays within a few percent
+    of the float32 step's, and every gradient is finite."""
+    from utils.loss import ComputeXLoss
+
+    torch.manual_seed(0)
+    model = Model("models/yoloxn.yaml", nc=8).train()
+    images = torch.rand(2, 3, 128, 128) * 255
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 3, 0.3, 0.6, 0.2, 0.2]])
+    loss_fn = ComputeXLoss(model, {})
+    losses = []
+    for enabled in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            preds = model(images)
+        loss, _ = loss_fn(preds, targets)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        losses.append(loss.item())
+    assert loss.dtype == torch.float32 and losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
 def test_schedules_and_warmup():
     s = LRSchedule("yolox_cos", epochs=300, lrf=0.05, warmup_epochs=5, no_aug_epochs=15)
     assert s.factor(5) == pytest.approx(1.0) and s.factor(285) == pytest.approx(0.05)

@@ -30,7 +30,7 @@ from utils.checkpoints import read_checkpoint, save_checkpoint
 from utils.config import load_hyp
 from utils.data_config import load_data_config
 from utils.datasets import create_dataloader
-from utils.devices import dist_context, init_distributed, select_device
+from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device
 from utils.ema import ModelEMA, unwrap
 from utils.loss import ComputeXLoss
 from utils.metrics import fitness
@@ -169,7 +169,16 @@ class Trainer:
         kind = "cos" if opt.cos_lr and hyp["scheduler"] == "linear" else hyp["scheduler"]
         self.schedule = LRSchedule(kind, opt.epochs, hyp["lrf"], hyp["warmup_epochs"], self.no_aug_epochs)
         self.warmup_steps = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else 0
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.amp_dtype = amp_dtype(self.device, getattr(opt, "amp", None))
+        # loss scaling only for float16: bfloat16 has float32's exponent range
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if self.main:
+            native = cpu_has_native_bf16() if self.device.type == "cpu" else False
+            precision = {None: "float32" + (" (--amp: bfloat16 autocast, native on this CPU)" if native else ""),
+                         torch.float16: "float16 autocast (--no-amp for float32)",
+                         torch.bfloat16: "bfloat16 autocast" + ("" if native or self.device.type != "cpu"
+                                                                 else " (emulated on this CPU: slow)")}[self.amp_dtype]
+            LOGGER.info(f"mixed precision: {precision}")
         self.start_epoch, self.best_fitness = 0, 0.0
 
     def _restore_state(self):
@@ -252,7 +261,8 @@ class Trainer:
                 self.size = self._random_size(ni)
             if opt.multi_scale and getattr(self, "size", opt.imgsz) != images.shape[-1]:
                 images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
                 preds = self.model(images)
             loss, items = self.compute_loss(preds, targets)
             if not self._finite(loss, epoch, i):

@@ -23,9 +23,10 @@ setup(
         "simplejpeg>=1.7",  # libjpeg-turbo without OpenCV's overhead: JPEGs decode ~2x faster, same pixels
     ],
     extras_require={
-        # pytest, plus what the official yolox package imports (installed --no-deps by
-        # tests/install_reference.sh) so tests can compare against it
-        "dev": ["pytest>=7", "loguru", "tabulate", "thop", "psutil", "wheel"],
+        # pytest, what the official yolox package imports (installed --no-deps by
+        # tests/install_reference.sh) so tests can compare against it, and faster-coco-eval so the
+        # tests check the optional COCOeval backend gives pycocotools' numbers
+        "dev": ["pytest>=7", "loguru", "tabulate", "thop", "psutil", "wheel", "faster-coco-eval"],
         # export.py --include openvino (nncf for --int8); CI does not install them, their tests skip
         "openvino": ["openvino>=2024.0", "nncf>=2.10"],
         # export.py --include rknn: it pins torch<=2.4, numpy<=1.26, onnx<=1.18, so install it in its own

@@ -16,6 +16,13 @@ with its fp32 file on held images: cosine similarity and max |diff| of the decod
 and boxes (px). "int8 decoded" shows what one 8-bit scale shared by box pixels and probabilities does
 to the scores; "int8 deploy" keeps them apart. With --val (trained weights and their dataset), mAP50-95
 of each file on the val split through val.run. Timings need an otherwise idle machine.
+
+Where the NPU toolchains import (each lives in its own virtual environment, see README: run this
+script with that environment's python), the deploy file also goes through them with --int8 and a
+second table gives each converted model's agreement with fp32 torch on held-out dataset images:
+worst per-output cosine, decoded-score cosine and the share of torch's top-100 detections found again
+(utils/export_compare.py): OpenVINO IR quantised by NNCF on OpenVINO's CPU runtime, RKNN (rk3588) int8
+in rknn-toolkit2's simulator, and the onnxruntime int8 file for comparison.
 """
 from __future__ import annotations
 
@@ -87,7 +94,25 @@ def bench_model(source: dict, opt, out_dir: Path) -> list[dict]:
         row["ms"] = latency_ms(row["path"], export._img_size(opt.img_size), opt.threads, opt.runs)
         if opt.val:
             row["map"] = val_map(row["path"], opt.data, export._img_size(opt.img_size)[0])
+    if opt.data and "int8_comparison" in exported["deploy"]:
+        rows[-1]["agreement"] = ("onnxruntime int8 (QDQ), against its fp32 ONNX", exported["deploy"]["int8_comparison"])
+    for include, key in toolchains():
+        res = export.run(weights=source["weights"], **common, deploy=True, int8=bool(opt.data), include=(include,),
+                         output=out_dir / f"{source['label']}.{include}.onnx", report=False)
+        rows.append(dict(model=source["label"], variant=include, agreement=(key, res[f"{include}_comparison"])))
     return rows
+
+
+def toolchains() -> list[tuple[str, str]]:
+    """(--include value, label) of the NPU toolchains importable here."""
+    import importlib.util
+
+    found = []
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        found.append(("openvino", "OpenVINO IR int8 (NNCF), OpenVINO CPU"))
+    if importlib.util.find_spec("rknn"):
+        found.append(("rknn", "RKNN rk3588 int8, rknn-toolkit2 simulator"))
+    return found
 
 
 def sources(opt, tmp: Path) -> list[dict]:
@@ -123,6 +148,8 @@ def print_table(rows: list[dict]) -> None:
     print(head + "\n" + "-" * len(head))
     base = {r["model"]: r["ms"] for r in rows if r["variant"] == "fp32"}
     for r in rows:
+        if "ms" not in r:
+            continue
         def f(key, fmt):
             v = r.get(key)
             return format(v, fmt) if v is not None and v == v else "-"
@@ -130,6 +157,16 @@ def print_table(rows: list[dict]) -> None:
               f"{base[r['model']] / r['ms']:>7.2f}{r['relu']:>10}{r['silu']:>6}{f('score_cos', '10.5f'):>10}"
               f"{f('score_diff', '10.4f'):>10}{f('box_diff', '11.4g'):>11}{f('map', '9.4f'):>9}")
     print("ratio: fp32 latency / this latency (higher is faster); int8 columns: against the fp32 file it came from")
+    agreements = [(r["model"], *r["agreement"]) for r in rows if "agreement" in r]
+    if agreements:
+        print("\nint8 models against fp32 torch on held-out images of --data (deploy layout)")
+        print("| model | int8 model, runtime | images | worst output cosine | decoded-score cosine | top-100 found again |")
+        print("|---|---|---|---|---|---|")
+        for model, label, c in agreements:
+            scores = next((cos for name, _, _, cos in c.lines if name == "decoded scores"), float("nan"))
+            share = f"{100 * c.agreement.share:.1f}%" if c.agreement else "-"
+            worst = min((cos for *_, cos in c.lines), default=float("nan"))
+            print(f"| {model} | {label} | {c.n_images} | {worst:.4f} | {scores:.4f} | {share} |")
 
 
 def parse_opt(argv=None):

@@ -10,12 +10,12 @@ What makes it a useful test of a detector rather than a toy:
 - classes differ by geometry only (every object gets a random colour), so colour is never the cue;
 - textured backgrounds (gradients, value noise, stripes, checkers, soft blobs, pixel noise) and
   unlabelled clutter (lines, dots, scribbles), some of it drawn over the objects;
-- 0-12 objects per image (about 1 image in 13 is pure background), sizes log-uniform from 8 px to
+- 0-10 objects per image (about 1 image in 11 is pure background), sizes log-uniform from 10 px to
   60% of the image side, partial occlusion, objects cut by the image border.
 
 Boxes are tight around each object's *visible* pixels (modal boxes, as COCO's): an owner map records
 which object (or clutter) drew each pixel last, and each box is the extent of the pixels its object
-still owns. A label is dropped when more than 70% of its in-image pixels are hidden by later objects
+still owns. A label is dropped when more than half of its in-image pixels are hidden by later objects
 or clutter (``MIN_VISIBLE``), when less than ``MIN_INSIDE`` of it lies inside the image, or when its
 box is thinner than ``MIN_BOX_SIDE``; the object stays drawn, as an unlabelled sliver would in real data.
 
@@ -35,18 +35,18 @@ import cv2
 import numpy as np
 
 DEMO_NAMES = ["circle", "square", "triangle", "star", "ring", "cross", "ellipse", "diamond"]
-FORMAT_VERSION = 1  # bump whenever the drawing changes, so old datasets are regenerated
+FORMAT_VERSION = 2  # bump whenever the drawing changes, so old datasets are regenerated
 MARKER = ".demo_complete"
 SPLITS = ("train", "val")
 VAL_JSON = "annotations/instances_val.json"
 
-MIN_SIZE = 8.0  # smallest object diameter, pixels
+MIN_SIZE = 10.0  # smallest object diameter, pixels
 MAX_SIZE_FRAC = 0.6  # largest object diameter, as a fraction of the shorter image side
-MAX_OBJECTS = 12
-MIN_VISIBLE = 0.3  # keep a label only if at most 70% of its in-image pixels are hidden by later drawing
-MIN_INSIDE = 0.25  # ... and at least this fraction of the whole object lies inside the image
+MAX_OBJECTS = 10
+MIN_VISIBLE = 0.5  # keep a label only if at most half of its in-image pixels are hidden by later drawing
+MIN_INSIDE = 0.5  # ... and at least this fraction of the whole object lies inside the image
 MIN_BOX_SIDE = 2  # pixels
-MIN_CONTRAST = 64  # an object's colour differs from the mean colour beneath it by this much (max channel)
+MIN_CONTRAST = 80  # an object's colour differs from the mean colour beneath it by this much (max channel)
 
 _SHIFT = 4  # cv2 fractional bits: shapes are placed with 1/16 px precision, so tiny ones keep their form
 _SCALE = 1 << _SHIFT
@@ -243,7 +243,7 @@ def render_scene(seed: int, split: str, index: int, img_size=(320, 320)) -> tupl
     h, w = _hw(img_size)
     rng = image_rng(seed, split, index)
     img = _background(rng, h, w)
-    ids, colours = _clutter(rng, h, w, int(rng.integers(0, 6)), int(rng.integers(0, 40)), int(rng.integers(0, 4)))
+    ids, colours = _clutter(rng, h, w, int(rng.integers(0, 4)), int(rng.integers(0, 24)), int(rng.integers(0, 3)))
     img[ids > 0] = colours[ids[ids > 0]]
     img = np.clip(img, 0, 255).astype(np.uint8)
     owner = np.full((h, w), -1, np.int16)  # who drew each pixel last: object index, -1 background

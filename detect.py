@@ -109,7 +109,7 @@ def _has_display() -> bool:
 
 def parse_opt(argv=None):
     p = argparse.ArgumentParser(description="Detect objects with a YAML YOLOX model")
-    p.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX (.pth) or ONNX file")
+    p.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX (.pth), ONNX file or OpenVINO .xml")
     p.add_argument("--cfg", default=None, help="model YAML for official weights of another layout")
     p.add_argument("--source", required=True, help="image, folder, glob, video file or webcam index")
     p.add_argument("--img-size", "--imgsz", type=int, default=640)

@@ -4,6 +4,7 @@
         --device 0,1 --save-json --classwise
     python val.py --data data/coco.yaml --weights yolox_s.pth                  # official YOLOX weights
     python val.py --data data/demo.yaml --weights model.onnx --img-size 320     # an ONNX file, onnxruntime
+    python val.py --data data/demo.yaml --weights model.int8.xml --img-size 320 # an OpenVINO IR (pip install openvino)
 
 The trainer calls ``run(data, model=..., dataloader=...)`` each epoch. Official YOLOX weights are
 evaluated as official YOLOX does (top-left letterbox, boxes divided by the resize ratio).
@@ -112,7 +113,7 @@ def run(data, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thre
 
     From the trainer: ``model`` (eval mode, on its device) and ``dataloader`` (non-augmented) are used
     as given; ``compute_loss`` adds the mean ComputeXLoss items (5*iou, obj, cls, l1) from the same forward.
-    Standalone: ``weights`` (a checkpoint, official YOLOX .pth, or .onnx) and ``data`` (a path or the dict
+    Standalone: ``weights`` (a checkpoint, official YOLOX .pth, .onnx, or an OpenVINO .xml) and ``data`` (a path or the dict
     of load_data_config) build them. mAP comes from COCOeval; P and R from ap_per_class.
     ``plots`` writes the first batch with its labels and with the predictions to save_dir.
     """
@@ -344,7 +345,7 @@ def _print_results(names, metrics, coco, state, times, verbose, classwise, train
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a detector: COCO AP, per-class table, speed")
     parser.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX weights (.pth) or .onnx")
+    parser.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX weights (.pth), .onnx or OpenVINO .xml")
     parser.add_argument("--cfg", default=None, help="model YAML for official weights (inferred when left out)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--img-size", "--imgsz", dest="imgsz", type=int, default=640, help="inference size (pixels)")

@@ -120,7 +120,9 @@ def sources(opt, tmp: Path) -> list[dict]:
     by one pass over random images so that outputs are not all alike). Random weights measure latency
     and the graph; int8 agreement and mAP mean something only for trained weights."""
     if opt.weights:
-        return [dict(weights=w, label=Path(w).stem) for w in opt.weights]
+        # runs/train/<name>/weights/best.pt is labelled <name>, so two runs' best.pt stay apart
+        return [dict(weights=w, label=Path(w).parent.parent.name if Path(w).parent.name == "weights" else Path(w).stem)
+                for w in opt.weights]
     from torch import nn
 
     from models.yolo import Model

@@ -161,6 +161,14 @@ def test_missing_package_says_what_to_install(monkeypatch, tiny, tmp_path, inclu
         export.main(argv + (["--int8", "--data", data] if int8 else []))
 
 
+def test_rknn_file_given_to_val_says_where_it_runs(tmp_path):
+    from utils.inference import load_weights
+
+    (tmp_path / "m.rknn").write_bytes(b"RKNN")
+    with pytest.raises(ValueError, match="run on the Rockchip NPU"):
+        load_weights(tmp_path / "m.rknn")
+
+
 def test_rknn_calibration_files_are_the_model_input(tmp_path):
     """rknn reads .npy calibration data as it is: NCHW BGR 0-255 float, one image per file, listed in order."""
     from utils.export_rknn import _write_dataset
@@ -199,6 +207,16 @@ def test_openvino_export_and_int8(tiny, tmp_path):
     got = decode_outputs(run(x.numpy()), "per-level", [8, 16, 32])
     assert (got[..., :4] - want[..., :4]).abs().max() <= 1e-3 * want[..., :4].abs().max()
     np.testing.assert_allclose(got[..., 4:], want[..., 4:], atol=1e-3)
+    # val.py / detect.py / Detector load the IR like an ONNX file (utils.inference.load_weights)
+    from utils.inference import OpenVinoModel, load_weights
+
+    ir, official = load_weights(xml, imgsz=IMGSZ)
+    assert isinstance(ir, OpenVinoModel) and not official and ir.names == list(model.names)
+    loaded = ir(x)
+    assert loaded.shape == want.shape
+    np.testing.assert_allclose(loaded[..., 4:], want[..., 4:], atol=1e-3)
+    with pytest.raises(ValueError, match="--img-size"):
+        load_weights(xml, imgsz=IMGSZ + 32)
     # the int8 IR: quantised convs, measured on the 2 val images (a random model calibrated on 3 images: the
     # figures are loose; utils.export_compare's own tests pin the arithmetic)
     import openvino as ov

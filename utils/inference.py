@@ -55,6 +55,37 @@ class OnnxModel:
         return decode_onnx_outputs(self.session.run(None, {self.input_name: x}), self.meta).numpy()
 
 
+class OpenVinoModel(OnnxModel):
+    """An OpenVINO IR (export.py --include openvino: m.xml + m.bin, float32 or NNCF int8) on OpenVINO's
+    CPU runtime, called like OnnxModel; the IR carries export.py's metadata, so every layout decodes."""
+
+    def __init__(self, path, imgsz: int):
+        import json
+
+        from utils.export_openvino import openvino_runner, read_openvino_metadata, require_openvino
+
+        require_openvino()
+        self.path = Path(path)
+        self.meta = read_openvino_metadata(path)
+        if "outputs" not in self.meta:
+            raise ValueError(f"{path}: not an IR written by export.py (no output names in its rt_info)")
+        h, w = json.loads(self.meta["imgsz"]) if "imgsz" in self.meta else (imgsz, imgsz)
+        if (h, w) != (imgsz, imgsz):
+            raise ValueError(f"{path}: the IR's input is {h}x{w} (h x w), but --img-size is {imgsz}; pass --img-size {h}")
+        batch = self.meta.get("batch", "1")
+        self.batch = int(batch) if batch.isdigit() else None  # "dynamic": any batch
+        self.dtype = np.float32
+        self.nc = int(self.meta["nc"]) if "nc" in self.meta else None
+        self.names = _names_from_metadata(self.meta)
+        self.stride = torch.tensor([32.0])
+        self._infer = openvino_runner(path, json.loads(self.meta["outputs"]))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        from utils.export_layouts import decode_onnx_outputs
+
+        return decode_onnx_outputs(self._infer(x), self.meta).numpy()
+
+
 def _names_from_metadata(meta: dict) -> list[str] | None:
     """Class names an exporter stored in the ONNX metadata ('names': a list or {index: name})."""
     import yaml
@@ -74,10 +105,16 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
-    if path.suffix.lower() == ".onnx":
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".xml"):
+        runtime = "onnxruntime" if suffix == ".onnx" else "OpenVINO"
         if device.type != "cpu":
-            LOGGER.warning(f"{path}: ONNX files run with onnxruntime on the CPU; --device {device} is not used")
-        return OnnxModel(path, imgsz), False
+            LOGGER.warning(f"{path}: {suffix} files run with {runtime} on the CPU; --device {device} is not used")
+        return (OnnxModel if suffix == ".onnx" else OpenVinoModel)(path, imgsz), False
+    if suffix == ".rknn":
+        raise ValueError(f"{path}: RKNN files run on the Rockchip NPU (rknn-toolkit-lite2 on the board), not here; "
+                         "export.py --include rknn prints the simulator's agreement with torch, and val.py can "
+                         "evaluate the ONNX or int8 ONNX file the RKNN model was converted from")
     from models.yolo import load_model
 
     model = load_model(path, cfg=cfg, device=device)

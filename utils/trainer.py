@@ -133,20 +133,36 @@ class Trainer:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
 
+    def _cores(self) -> int:
+        return max((os.cpu_count() or 1) // self.ctx.world_size, 1)
+
+    def _loader_workers(self) -> int:
+        """--workers, except on a CPU: there the network's forward and backward cost far more than
+        loading (yoloxs at 640: ~2 s per batch of 16 on 12 threads, loading ~0.26 s on one worker), and
+        every core a worker takes is a core the step loses. So a quarter of the cores load (none on 2
+        cores, where loading in the main process took python train.py from 64 s to 41 s for 2 epochs)."""
+        if self.device.type != "cpu":
+            return self.opt.workers
+        workers = min(self.opt.workers, self._cores() // 4)
+        if workers != self.opt.workers and self.main:
+            LOGGER.info(f"CPU training: {workers} loader workers (of --workers {self.opt.workers}) and "
+                        f"{self._cores() - workers} torch threads, since the network, not loading, is the bottleneck")
+        return workers
+
     def _build_data(self):
         opt, hyp = self.opt, self.hyp
         self.batch_total = opt.batch_size
         local_batch = opt.batch_size // self.ctx.world_size
+        workers = self._loader_workers()
         train_kw = dict(json=self.data.get("train_json"), images_dir=self.data.get("train_images")) \
             if self.data.get("train_json") and self.data.get("train_images") else {}
         self.train_loader, self.dataset = create_dataloader(
             None if train_kw else self.data["train"], opt.imgsz, local_batch, self.stride, hyp=hyp, augment=True,
-            cache=opt.cache, workers=opt.workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank,
+            cache=opt.cache, workers=workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank,
             prefix="train: ", nc=self.data["nc"], single_cls=opt.single_cls, **train_kw)
         self.nb = len(self.train_loader)
         if self.device.type == "cpu":  # leave cores to the loader workers: oversubscribed OpenMP threads spin
-            cores = max((os.cpu_count() or 1) // self.ctx.world_size, 1)
-            torch.set_num_threads(max(cores - self.train_loader.num_workers, 1))
+            torch.set_num_threads(max(self._cores() - self.train_loader.num_workers, 1))
         self.no_aug_epochs = min(int(hyp["no_aug_epochs"]), max(opt.epochs // 4, 1))
         if self.no_aug_epochs != hyp["no_aug_epochs"] and self.main:
             LOGGER.info(f"no_aug_epochs {hyp['no_aug_epochs']} capped to {self.no_aug_epochs} for a {opt.epochs}-epoch run")
@@ -156,7 +172,7 @@ class Trainer:
                 if self.data.get("val_json") and self.data.get("val_images") else {}
             self.val_loader, _ = create_dataloader(
                 None if val_kw else self.data["val"], opt.imgsz, local_batch * 2, self.stride, cache=opt.cache,
-                rect=True, workers=opt.workers, pad=0.5, prefix="val: ", nc=self.data["nc"],
+                rect=True, workers=workers, pad=0.5, prefix="val: ", nc=self.data["nc"],
                 single_cls=opt.single_cls, **val_kw)
 
     def _build_optimizer(self):

@@ -27,13 +27,7 @@ IMGSZ = 160
 NC = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on a small shared CPU, two threads of tiny convs spin-wait (100x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def varied(cfg, nc=NC, size=IMGSZ):

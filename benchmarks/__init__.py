@@ -9,3 +9,18 @@ def load_average() -> str:
         return f"load average {os.getloadavg()[0]:.2f}"
     except (AttributeError, OSError):  # not on every platform
         return "load average unknown"
+
+
+def median_seconds(fn, runs: int, warmup: int = 1) -> float:
+    """Median wall time of fn() over runs calls, after warmup untimed calls."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

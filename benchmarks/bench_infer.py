@@ -29,7 +29,6 @@ Timings need an otherwise idle machine; the header and the last line print the l
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks import load_average
+from benchmarks import load_average, median_seconds
 from models.yolo import Model, load_model
 from models.yolox_official import project_to_official
 from utils.augment import letterbox
@@ -55,15 +54,8 @@ def photo(seed: int = 0) -> np.ndarray:
     return render_scene(seed, "val", 0, (480, 640))[0]
 
 
-def median_ms(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def median_ms(fn, runs: int) -> float:
+    return median_seconds(fn, runs, warmup=2) * 1e3
 
 
 def checkpoint_for(name: str, weights: str | None, root: Path) -> Path:

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from benchmarks import median_seconds
 from utils.boxes import box_iou_xyxy, cxcywh_to_xyxy
 from utils.nms import non_max_suppression
 
@@ -76,13 +76,7 @@ def loop_nms(prediction: torch.Tensor, conf_thres: float, iou_thres: float, agno
 
 
 def median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return median_seconds(fn, runs) * 1e3
 
 
 def bench_nms(runs: int) -> None:

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
 
+from benchmarks import median_seconds
 from models.yolo import Model
 from tests.reference import OFFICIAL_SIZES, build_official, official_yolox
 from utils.devices import cpu_has_native_bf16
@@ -39,17 +38,6 @@ def make_targets(batch, gts, size, nc, seed=0):
     img = torch.arange(batch).float()[:, None, None].expand(batch, gts, 1)
     ours = torch.cat((img, cls, centres / size, sides / size), 2).reshape(-1, 6)
     return ours, official
-
-
-def time_steps(step, runs, warmup=1):
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def ours_step(name, images, targets, channels_last=False, bf16=False):
@@ -107,11 +95,11 @@ def main(argv=None):
             t_off = None
             if have_official and name in OFFICIAL_SIZES:
                 torch.manual_seed(0)
-                t_off = time_steps(official_step(name, images, official_t), opt.runs)
+                t_off = median_seconds(official_step(name, images, official_t), opt.runs)
                 print(f"  {name} @{size}: official {t_off:.3f} s")
             for precision in precisions:
                 torch.manual_seed(0)
-                t_ours = time_steps(ours_step(name, images, ours_t, channels_last=not opt.contiguous,
+                t_ours = median_seconds(ours_step(name, images, ours_t, channels_last=not opt.contiguous,
                                               bf16=precision == "bf16"), opt.runs)
                 rows.append((name, size, precision, t_ours, t_off))
                 print(f"  {name} @{size}: ours {precision} {t_ours:.3f} s")

@@ -223,6 +223,16 @@ def _scale_shift(img: np.ndarray, M: np.ndarray, width: int, height: int, value)
     return out, applied
 
 
+def _warp(img: np.ndarray, M: np.ndarray, width: int, height: int, value, perspective: float):
+    """img through the 3x3 M onto a height x width output -> (output, the M really applied): a
+    perspective warp, a resize for scale and shift (``_scale_shift``), else an affine warp."""
+    if perspective:
+        return cv2.warpPerspective(img, M, dsize=(width, height), borderValue=value), M
+    if _is_scale_shift(M, perspective):
+        return _scale_shift(img, M, width, height, value)
+    return cv2.warpAffine(img, M[:2], dsize=(width, height), borderValue=value), M
+
+
 def perspective_matrix(in_hw, rng: np.random.Generator, degrees: float = 0, translate: float = 0.1,
                        scale: float = 0.5, shear: float = 0, perspective: float = 0.0, border=(0, 0)):
     """random_perspective's draws for an input of in_hw -> (3x3 M, scale s, out height, out width)."""
@@ -292,13 +302,7 @@ def random_perspective(img: np.ndarray, labels: np.ndarray, rng: np.random.Gener
     M, s, height, width = perspective_matrix(img.shape[:2], rng, degrees, translate, scale, shear, perspective,
                                              border)
     if border[0] != 0 or border[1] != 0 or (M != np.eye(3)).any():
-        value = _fill3(fill, img.shape[2])
-        if perspective:
-            img = cv2.warpPerspective(img, M, dsize=(width, height), borderValue=value)
-        elif _is_scale_shift(M, perspective):
-            img, M = _scale_shift(img, M, width, height, value)
-        else:
-            img = cv2.warpAffine(img, M[:2], dsize=(width, height), borderValue=value)
+        img, M = _warp(img, M, width, height, _fill3(fill, img.shape[2]), perspective)
     return img, warp_labels(labels, M, s, width, height, perspective)
 
 
@@ -416,13 +420,10 @@ def mosaic4_warped(load, sizes_hw, labels_list: Sequence[np.ndarray], size, rng:
             window = _filled(yb - ya, xb - xa, 3, value)
             _paste_tiles(window, (ya, xa), places, checked)
             _resize_into(img, window, dst)
-    else:
+    else:  # rotation, shear or perspective: the whole canvas, as mosaic4 builds it
         canvas = _filled(ch, cw, 3, value)
         _paste_tiles(canvas, (0, 0), places, checked)
-        if perspective:
-            img = cv2.warpPerspective(canvas, M, dsize=(width, height), borderValue=value)
-        else:
-            img = cv2.warpAffine(canvas, M[:2], dsize=(width, height), borderValue=value)
+        img, M = _warp(canvas, M, width, height, value, perspective)
     return img, warp_labels(labels, M, s, width, height, perspective)
 
 

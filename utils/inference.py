@@ -126,7 +126,7 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
         model.to(memory_format=torch.channels_last)
     # Official YOLOX releases are .pth files; this project's checkpoints are .pt.
     official = getattr(model, "official", None)
-    return model, bool(official) if official is not None else path.suffix.lower() == ".pth"
+    return model, bool(official) if official is not None else suffix == ".pth"
 
 
 def _detect_layer(model):

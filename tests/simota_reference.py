@@ -16,10 +16,10 @@ def flatten_preds(preds, strides):
     xs, ys, ss = [], [], []
     for p, s in zip(preds, strides):
         h, w = p.shape[2:]
-        yv, xv = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        yv, xv = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
         xs.append(xv.reshape(-1).float())
         ys.append(yv.reshape(-1).float())
-        ss.append(torch.full((h * w,), float(s)))
+        ss.append(torch.full((h * w,), float(s), device=p.device))
     x, y, s = torch.cat(xs), torch.cat(ys), torch.cat(ss)
     decoded = torch.cat(((raw[..., 0:1] + x[:, None]) * s[:, None], (raw[..., 1:2] + y[:, None]) * s[:, None],
                          torch.exp(raw[..., 2:4]) * s[:, None], raw[..., 4:]), -1)
@@ -29,7 +29,7 @@ def flatten_preds(preds, strides):
 def labels_per_image(targets, batch, in_w, in_h):
     """[M, 6] normalised -> list of (classes [G], boxes [G, 4] pixels) per image, in target order."""
     out = []
-    scale = torch.tensor([in_w, in_h, in_w, in_h], dtype=torch.float32)
+    scale = torch.tensor([in_w, in_h, in_w, in_h], dtype=torch.float32, device=targets.device)
     for b in range(batch):
         t = targets[targets[:, 0] == b]
         out.append((t[:, 1].long(), t[:, 2:6].float() * scale))
@@ -144,7 +144,7 @@ def official_losses(preds, targets, strides, nc, use_l1=False):
     in_h, in_w = preds[0].shape[2] * strides[0], preds[0].shape[3] * strides[0]
     per_image = labels_per_image(targets, B, in_w, in_h)
     max_g = max([len(c) for c, _ in per_image] + [1])
-    labels = torch.zeros(B, max_g, 5)
+    labels = torch.zeros(B, max_g, 5, device=raw.device)
     for b, (c, boxes) in enumerate(per_image):
         labels[b, :len(c), 0] = c.float()
         labels[b, :len(c), 1:] = boxes

@@ -96,6 +96,35 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path):
     assert not (tmp_path / "ddp2").exists()  # one run folder, written by rank 0 only
 
 
+def test_legacy_launch_passes_local_rank(tiny_data, tmp_path):
+    """The older `python -m torch.distributed.launch` form of seed 004 (it passes --local-rank=N)."""
+    cmd = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "2", "--master_port", "29535",
+           str(ROOT / "train.py"), *base_args(tiny_data, tmp_path, "launch", epochs=1), "--noval"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "DDP: gloo backend, world size 2" in r.stdout
+    assert (tmp_path / "launch" / "weights" / "last.pt").is_file()
+
+
+def test_dist_context_from_launcher_environment(monkeypatch):
+    from utils.devices import dist_context
+
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    assert not dist_context().distributed
+    ctx = dist_context(local_rank_arg=1)  # launch's --local-rank without the environment
+    assert ctx.distributed and ctx.local_rank == 1 and ctx.rank == 1 and ctx.world_size == 1
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    ctx = dist_context()
+    assert (ctx.rank, ctx.local_rank, ctx.world_size, ctx.is_main) == (3, 0, 4, False)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc_per_node 1: still DDP, as in YOLOv5
+    monkeypatch.setenv("RANK", "0")
+    assert dist_context().distributed and dist_context().is_main
+
+
 def test_loss_falls_on_an_easy_set(tiny_data):
     """A few hundred steps on 8 fixed images: the loss must fall well below its start."""
     from utils.datasets import create_dataloader

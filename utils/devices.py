@@ -24,12 +24,14 @@ class DistContext:
 
 
 def dist_context(local_rank_arg: int = -1) -> DistContext:
-    """Ranks from torch.distributed.run (RANK, LOCAL_RANK, WORLD_SIZE) or launch's --local-rank."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world <= 1:
-        return DistContext()
+    """Ranks from torch.distributed.run (RANK, LOCAL_RANK, WORLD_SIZE) or launch's --local-rank.
+
+    As in YOLOv5, a process started by a launcher (LOCAL_RANK set) trains under DDP even when it is the
+    only one, so `--nproc_per_node 1` runs the same code path as a multi-GPU run."""
     local = int(os.environ.get("LOCAL_RANK", local_rank_arg))
-    return DistContext(int(os.environ.get("RANK", local)), local, world)
+    if local < 0:
+        return DistContext()
+    return DistContext(int(os.environ.get("RANK", local)), local, int(os.environ.get("WORLD_SIZE", 1)))
 
 
 def select_device(device: str = "", ctx: DistContext | None = None) -> torch.device:

@@ -52,6 +52,8 @@ class Trainer:
         self.ctx = dist_context(opt.local_rank)
         self.device = select_device(opt.device, self.ctx)
         init_distributed(self.ctx, self.device)
+        if self.device.type == "cuda":  # few input shapes (multi-scale: a handful), so autotuned convs pay off
+            torch.backends.cudnn.benchmark = True
         self.resume_ckpt = self._resume_checkpoint(opt)
         if self.resume_ckpt is not None:
             opt = self._restore_options(opt, self.resume_ckpt)
@@ -131,6 +133,9 @@ class Trainer:
                 p.requires_grad_(False)
         if opt.sync_bn and self.ctx.distributed and self.device.type == "cuda":
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif opt.sync_bn and self.main:  # SyncBatchNorm runs on CUDA only, and syncs nothing in one process
+            LOGGER.warning("WARNING --sync-bn needs DDP on CUDA (torch.distributed.run with --device 0,1,...); "
+                           "training with plain BatchNorm")
         self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
 
     def _cores(self) -> int:
@@ -214,6 +219,10 @@ class Trainer:
 
     def _wrap_ddp(self):
         if self.ctx.distributed:
+            if self.main:
+                sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in self.model.modules())
+                LOGGER.info(f"DDP: {dist.get_backend()} backend, world size {self.ctx.world_size}, "
+                            f"{f'{sync} SyncBatchNorm layers' if sync else 'BatchNorm per process'}")
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
 

@@ -86,6 +86,28 @@ def test_resume_after_sigkill_finishes_all_epochs(tiny_data, tmp_path):
     assert r.returncode != 0 and "already finished" in r.stderr
 
 
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    """Resuming from an epoch checkpoint ends with the weights of the uninterrupted run: schedule position,
+    optimizer, EMA, augmentation per epoch and the mosaic switch all carry over."""
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
+    hyp.update(warmup_epochs=0, nbs=24)  # steps of 3 batches of 8, across the epochs' ends (2 batches each)
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
+    args = base_args(tiny_data, tmp_path, "straight", epochs=3) + ["--save-period", "1", "--noval", "--noplots",
+                                                                   "--hyp", str(tmp_path / "hyp.yaml")]
+    r = run_train(args, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    weights = tmp_path / "straight" / "weights"
+    straight = torch.load(weights / "last.pt", weights_only=True)
+    assert straight["epoch"] == 2 and straight["hyp"]["no_aug_epochs"] > 0  # the last epoch runs without mosaic
+    r = run_train(["--resume", str(weights / "epoch0.pt"), "--workers", "0"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    resumed = torch.load(weights / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 2 and resumed["updates"] == straight["updates"]
+    for part in ("model", "ema"):
+        for k, v in straight[part].items():
+            torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
+
+
 def test_ddp_two_cpu_processes(tiny_data, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            str(ROOT / "train.py"), *base_args(tiny_data, tmp_path, "ddp", epochs=1)]

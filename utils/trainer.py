@@ -231,7 +231,8 @@ class Trainer:
         opt = self.opt
         if self.main:
             self._write_run_files()
-        self.last_opt_step, self.bad_steps = -1, 0
+        # every epoch ends with an optimizer step, so a resumed run counts its accumulation from there
+        self.last_opt_step, self.bad_steps, self.pending_grads = self.start_epoch * self.nb - 1, 0, False
         t0 = time.time()
         for epoch in range(self.start_epoch, opt.epochs):
             self._begin_epoch(epoch)
@@ -293,6 +294,7 @@ class Trainer:
             if not self._finite(loss, epoch, i):
                 continue
             self.scaler.scale(loss * self.batch_total / self.nbs).backward()
+            self.pending_grads = True
             if ni - self.last_opt_step >= self._accumulate(ni):
                 self._step()
                 self.last_opt_step = ni
@@ -305,6 +307,9 @@ class Trainer:
                     from utils.plots import plot_images
 
                     plot_images(images.to(torch.uint8).cpu(), targets.cpu(), paths, self.save_dir / f"train_batch{i}.jpg", self.names)
+        if self.pending_grads:  # no gradient crosses a checkpoint, so --resume continues exactly
+            self._step()
+            self.last_opt_step = ni
         self.lr = [g["lr"] for g in self.optimizer.param_groups]
         return mean_items.tolist()
 
@@ -339,7 +344,8 @@ class Trainer:
             self.bad_steps = 0
             return True
         self.bad_steps += 1
-        self.optimizer.zero_grad()
+        self.optimizer.zero_grad()  # the pending accumulation may hold the bad gradients too
+        self.pending_grads = False
         if self.main:
             LOGGER.warning(f"WARNING non-finite loss at epoch {epoch} batch {i}: step skipped ({self.bad_steps} in a row)")
         if self.bad_steps >= MAX_BAD_STEPS:
@@ -356,6 +362,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
+        self.pending_grads = False
         if self.ema is not None:
             self.ema.update(self.model)
 

@@ -53,8 +53,8 @@ def parse_opt(argv=None):
     p.add_argument("--noplots", action="store_true", help="write no plots")
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP on CUDA")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision: float16 on CUDA (default on), bfloat16 autocast on CPU (default off; "
-                        "fast on CPUs with AMX or AVX512-BF16), --no-amp for float32 everywhere")
+                   help="mixed precision (default on): float16 on CUDA, bfloat16 autocast on CPUs with AMX or "
+                        "AVX512-BF16 (--amp forces it on other CPUs, where it is slow); --no-amp for float32")
     p.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=-1, help="set by torch.distributed.launch")
     opt = p.parse_args(argv)
     if opt.freeze == [0]:

@@ -12,8 +12,8 @@ runs its default (center); the ratio column is official time / ours at the same 
 (> 1: ours is faster; ours bf16 on a CPU is compared with official float32, which has no CPU AMP).
 
 Ours is timed as the trainer runs it. On a CPU: channels_last, float32 ("fp32"), and bfloat16
-autocast ("bf16", `--amp`) where the CPU has native bf16 (AMX or AVX512-BF16); the loss stays
-float32. On CUDA: float32, and float16 autocast with a GradScaler (the trainer's default there),
+autocast ("bf16", the trainer's default where the CPU has native bf16: AMX or AVX512-BF16); the loss
+stays float32. On CUDA: float32, and float16 autocast with a GradScaler (the trainer's default there),
 contiguous and channels_last. Official YOLOX runs as its trainer does: float32, and on CUDA with
 --fp16 its inputs and targets cast to float16 under autocast with a GradScaler.
 """

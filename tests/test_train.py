@@ -223,8 +223,9 @@ def test_amp_dtype_per_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert amp_dtype(cpu, False) is None and amp_dtype(cuda, False) is None
     assert amp_dtype(cpu, True) == torch.bfloat16 and amp_dtype(cuda, None) == torch.float16
-    assert amp_dtype(cpu, None) is None  # opt-in on CPU
-    assert isinstance(cpu_has_native_bf16(), bool)
+    native = cpu_has_native_bf16()
+    assert isinstance(native, bool)
+    assert amp_dtype(cpu, None) == (torch.bfloat16 if native else None)  # default on where the CPU has bf16
 
 
 def test_bf16_autocast_training_step_is_finite_and_close_to_float32():

@@ -195,9 +195,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.main:
             native = cpu_has_native_bf16() if self.device.type == "cpu" else False
-            precision = {None: "float32" + (" (--amp: bfloat16 autocast, native on this CPU)" if native else ""),
+            precision = {None: "float32",
                          torch.float16: "float16 autocast (--no-amp for float32)",
-                         torch.bfloat16: "bfloat16 autocast" + ("" if native or self.device.type != "cpu"
+                         torch.bfloat16: "bfloat16 autocast" + (" (native on this CPU; --no-amp for float32)" if native
                                                                  else " (emulated on this CPU: slow)")}[self.amp_dtype]
             LOGGER.info(f"mixed precision: {precision}")
         self.start_epoch, self.best_fitness = 0, 0.0

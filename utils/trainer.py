@@ -146,8 +146,8 @@ class Trainer:
         loading (yoloxs at 640: ~2 s per batch of 16 on 12 threads, loading ~0.26 s on one worker), and
         every core a worker takes is a core the step loses. So a quarter of the cores load (none on 2
         cores, where loading in the main process took python train.py from 64 s to 41 s for 2 epochs)."""
-        if self.device.type != "cpu":
-            return self.opt.workers
+        if self.device.type != "cpu":  # as YOLOv5: each process's share of the cores at most
+            return min(self.opt.workers, self._cores())
         workers = min(self.opt.workers, self._cores() // 4)
         if workers != self.opt.workers and self.main:
             LOGGER.info(f"CPU training: {workers} loader workers (of --workers {self.opt.workers}) and "

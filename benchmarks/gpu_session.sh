@@ -5,6 +5,11 @@
 # official YOLOX. Logs go to OUTDIR (default /tmp/gpu_session).
 #
 #   bash benchmarks/gpu_session.sh [OUTDIR]
+#
+# Needs torch with CUDA, the project's dependencies (pycocotools, simplejpeg, opencv, pyyaml, tqdm,
+# matplotlib) and, for the official rows and tests, the official yolox 0.3.0 package importable (its
+# Python files on PYTHONPATH are enough: its C++ op is not used) with loguru, thop and tabulate.
+# Without a GPU, tests/test_cuda.py skips and bench_train fails at once.
 set -u
 out=${1:-/tmp/gpu_session}
 mkdir -p "$out"

@@ -79,8 +79,3 @@ def amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     if device.type == "cpu" and (amp or cpu_has_native_bf16()):
         return torch.bfloat16
     return None
-    if device.type == "cuda":
-        return torch.float16
-    if device.type == "cpu" and amp:
-        return torch.bfloat16
-    return None

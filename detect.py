@@ -19,10 +19,10 @@ from pathlib import Path
 
 import cv2
 
-from utils.detector import Detector, draw
-from utils.image_io import imread
+from utils.infer.detector import Detector, draw
+from utils.data.image_io import imread
 from utils.runs import increment_path
-from utils.verify import IMG_FORMATS
+from utils.data.verify import IMG_FORMATS
 
 LOGGER = logging.getLogger("yolox5.detect")
 VID_FORMATS = ("mp4", "avi", "mov", "mkv", "m4v", "mpeg", "mpg", "wmv", "webm")

@@ -9,17 +9,17 @@
     python export.py --weights best.pt --deploy --include openvino --int8 --data data/demo.yaml  # openvino, nncf
     python export.py --weights best.pt --deploy --include rknn --int8 --data data/demo.yaml --rknn-platform rk3588
 
-Output layouts (utils/export_layouts.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
+Output layouts (utils/export/layouts.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
 --deploy folds BatchNorm and writes NPU-friendly separate outputs: "per-level" (default: raw reg,
 sigmoid obj, sigmoid cls per level, decoded on the CPU) or "split" (boxes, scores); --nms adds ONNX
 NonMaxSuppression (num_dets, boxes, scores, classes). Every export is checked by onnx.checker and
-onnxruntime against torch (it fails when they differ) and reported (utils/npu_report.py).
+onnxruntime against torch (it fails when they differ) and reported (utils/export/npu_report.py).
 
---include openvino / rknn convert that ONNX file (utils/export_openvino.py, utils/export_rknn.py; optional
+--include openvino / rknn convert that ONNX file (utils/export/openvino.py, utils/export/rknn.py; optional
 packages, a clear message names what to install) and, with --int8, quantise on the same calibration images
 as the int8 ONNX. Each converted model runs in its toolchain's own runtime (OpenVINO CPU, the rknn-toolkit2
 simulator) on held-out dataset images and is compared with float32 torch: cosine per output and the share
-of torch's top-100 detections it finds again (utils/export_compare.py).
+of torch's top-100 detections it finds again (utils/export/compare.py).
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from utils.export_layouts import DEPLOY_LAYOUTS, DESCRIPTIONS, ExportModel, output_names
-from utils.export_rewrite import FOCUS_MODES, prepare_for_export
-from utils.onnx_export import DYNAMIC_AXES, check_opset
+from utils.export.layouts import DEPLOY_LAYOUTS, DESCRIPTIONS, ExportModel, output_names
+from utils.export.rewrite import FOCUS_MODES, prepare_for_export
+from utils.export.onnx_file import DYNAMIC_AXES, check_opset
 
 LOGGER = logging.getLogger("yolox5.export")
 INCLUDE = ("onnx", "torchscript", "openvino", "rknn")
@@ -91,7 +91,7 @@ def _check_options(include, imgsz, stride, batch_size, deploy, deploy_outputs, n
 
 
 def _check_rknn_options(batch_size, nms, dynamic, platform) -> None:
-    from utils.export_rknn import check_platform
+    from utils.export.rknn import check_platform
 
     if dynamic:
         raise ValueError("--include rknn needs a static input shape (RKNN models have one): drop --dynamic")
@@ -107,11 +107,11 @@ def _check_rknn_options(batch_size, nms, dynamic, platform) -> None:
 def _require_toolchains(include, int8) -> None:
     """Fail before any work when a toolchain package is missing, naming what to install."""
     if "openvino" in include:
-        from utils.export_openvino import require_openvino
+        from utils.export.openvino import require_openvino
 
         require_openvino(int8)
     if "rknn" in include:
-        from utils.export_rknn import require_rknn
+        from utils.export.rknn import require_rknn
 
         require_rknn()
 
@@ -168,7 +168,7 @@ def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, o
     with --int8, else of the float32 one; ConversionComparison), "openvino_fp32_comparison" (with --int8), "rknn",
     "rknn_comparison", "verification": [Verification, ...]}. Raises on any failed check."""
     from utils.devices import select_device
-    from utils.export_int8 import calibration_images
+    from utils.export.int8 import calibration_images
 
     include, dynamic = tuple(include), tuple(dynamic or ())
     device = select_device(str(device))
@@ -186,7 +186,7 @@ def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, o
 
     end_to_end = None
     if nms:
-        from utils.export_nms import EndToEndNMS
+        from utils.export.nms_graph import EndToEndNMS
 
         end_to_end = EndToEndNMS(max_det, iou_thres, conf_thres)
     prepared = prepare_for_export(model, fuse=deploy, focus_conv=focus_conv)
@@ -222,8 +222,8 @@ def run(weights=None, cfg=None, include=("onnx",), img_size=640, batch_size=1, o
 
 
 def _onnx(wrapped, model, im, path: Path, meta: dict, opset, dynamic, simplify, half, report) -> dict:
-    from utils.export_verify import verify_onnx
-    from utils.onnx_export import export_onnx
+    from utils.export.verify import verify_onnx
+    from utils.export.onnx_file import export_onnx
 
     t0 = time.perf_counter()
     export_onnx(wrapped, im, path, opset=opset, output_names=meta["outputs"], dynamic=dynamic, layout=meta["layout"],
@@ -236,7 +236,7 @@ def _onnx(wrapped, model, im, path: Path, meta: dict, opset, dynamic, simplify, 
     check.raise_if_failed()
     out = {"onnx": path, "onnx_check": check}
     if report:
-        from utils.npu_report import npu_report
+        from utils.export.npu_report import npu_report
 
         out["report"] = npu_report(path)
         LOGGER.info(out["report"].text())
@@ -244,8 +244,8 @@ def _onnx(wrapped, model, im, path: Path, meta: dict, opset, dynamic, simplify, 
 
 
 def _torchscript(wrapped, im, path: Path, meta: dict) -> dict:
-    from utils.export_torchscript import export_torchscript
-    from utils.export_verify import verify_torchscript
+    from utils.export.torchscript import export_torchscript
+    from utils.export.verify import verify_torchscript
 
     export_torchscript(wrapped, im, path, metadata=meta)
     check = verify_torchscript(path, wrapped, im, meta["outputs"], meta["layout"])
@@ -267,7 +267,7 @@ def _held_images(data, split, imgsz, letterbox_mode, calib, im):
     """(images [n, 3, H, W], what they are) that int8 and converted models are compared with fp32 on:
     N_HELD images of the other split than calibration's, so none were calibrated on; without --data the
     export's random input (a check of the conversion, not of accuracy)."""
-    from utils.export_int8 import calibration_images
+    from utils.export.int8 import calibration_images
 
     if not data:
         return im.detach().float().cpu().numpy(), "random inputs (--data for dataset images)"
@@ -282,7 +282,7 @@ def _held_images(data, split, imgsz, letterbox_mode, calib, im):
 
 
 def _int8(path, data, images, held, source, imgsz, bs, meta: dict, report) -> dict:
-    from utils.export_int8 import compare_int8, quantize_int8
+    from utils.export.int8 import compare_int8, quantize_int8
 
     t0 = time.perf_counter()
     int8_path = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"), images, batch_size=bs)
@@ -295,7 +295,7 @@ def _int8(path, data, images, held, source, imgsz, bs, meta: dict, report) -> di
                 f"--img-size {imgsz[0]}")
     out = {"int8": int8_path, "int8_comparison": comparison}
     if report:
-        from utils.npu_report import npu_report
+        from utils.export.npu_report import npu_report
 
         out["int8_report"] = npu_report(int8_path)
         LOGGER.info(out["int8_report"].text())
@@ -303,8 +303,8 @@ def _int8(path, data, images, held, source, imgsz, bs, meta: dict, report) -> di
 
 
 def _openvino(onnx_path: Path, wrapped, model, meta: dict, calib, held, source, bs) -> dict:
-    from utils.export_compare import compare_with_torch
-    from utils.export_openvino import export_openvino, openvino_runner, quantize_openvino
+    from utils.export.compare import compare_with_torch
+    from utils.export.openvino import export_openvino, openvino_runner, quantize_openvino
 
     t0 = time.perf_counter()
     xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), meta)
@@ -328,8 +328,8 @@ def _openvino(onnx_path: Path, wrapped, model, meta: dict, calib, held, source, 
 
 
 def _rknn(onnx_path: Path, wrapped, model, meta: dict, calib, held, source, platform) -> dict:
-    from utils.export_compare import compare_with_torch
-    from utils.export_rknn import build_rknn
+    from utils.export.compare import compare_with_torch
+    from utils.export.rknn import build_rknn
 
     t0 = time.perf_counter()
     path = onnx_path.with_name(onnx_path.stem + (".int8" if calib is not None else "") + ".rknn")
@@ -387,8 +387,8 @@ def parse_opt(argv=None):
 
 
 def main(argv=None):
-    from utils.export_rknn import RknnError
-    from utils.export_verify import ExportCheckError
+    from utils.export.rknn import RknnError
+    from utils.export.verify import ExportCheckError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     opt = parse_opt(argv)

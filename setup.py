@@ -1,12 +1,12 @@
 """Install the YOLOX trainer: `pip install -e .` (runtime) or `pip install -e ".[dev]"` (tests)."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="yolox5",
     version="0.1.0",
     description="A YOLOv5-style trainer for YAML-built YOLOX detectors, with NPU-friendly export",
     python_requires=">=3.9",
-    packages=["models", "utils"],
+    packages=find_packages(include=["models", "models.*", "utils", "utils.*"]),
     py_modules=["train", "val", "export", "detect"],
     package_data={"models": ["*.yaml"]},
     install_requires=[

@@ -85,7 +85,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from utils.devices import dist_context
     from utils.runs import increment_path
-    from utils.trainer import Trainer
+    from utils.train.trainer import Trainer
 
     ctx = dist_context(opt.local_rank)
     if not opt.resume:

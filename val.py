@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils import coco_eval
-from utils.data_config import load_data_config
-from utils.datasets import create_dataloader
+from utils.eval import coco_eval
+from utils.data.dataset_yaml import load_data_config
+from utils.data.datasets import create_dataloader
 from utils.devices import select_device
-from utils.inference import OnnxModel, decode_raw, forward, load_weights, to_original  # noqa: F401 (val.X API)
-from utils.metrics import ap_per_class, match_predictions
-from utils.nms import non_max_suppression
+from utils.infer.backends import OnnxModel, decode_raw, forward, load_weights, to_original  # noqa: F401 (val.X API)
+from utils.eval.metrics import ap_per_class, match_predictions
+from utils.infer.nms import non_max_suppression
 from utils.runs import increment_path
 
 LOGGER = logging.getLogger("yolox5.val")

@@ -7,10 +7,10 @@ installed package):
     python -m benchmarks.bench_data --images 64 --batches 3 --workers 0   # a quick check
     python -m benchmarks.bench_data --yolov5-path /tmp/y5/ext         # with YOLOv5's loader beside ours
 
-It draws a demo dataset (``utils.demo_data.generate_demo_dataset``: --images 640x480 JPEGs in the
+It draws a demo dataset (``utils.data.demo.generate_demo_dataset``: --images 640x480 JPEGs in the
 YOLO layout) into a temporary folder, or into --root, and measures:
 
-1. Label verification: constructing ``utils.datasets.LoadImagesAndLabels`` (augment=True) with no
+1. Label verification: constructing ``utils.data.datasets.LoadImagesAndLabels`` (augment=True) with no
    label cache file present, then again with the cache it wrote. Ours verifies with
    ``workers = max(--workers)`` processes (one in-process pass below 2 or under 64 images); YOLOv5
    verifies with a Pool of its NUM_THREADS = min(8, cores - 1) processes (in-process with workers 0).
@@ -71,8 +71,8 @@ import torch
 from benchmarks import load_average
 import yaml
 
-from utils.datasets import LoadImagesAndLabels, create_dataloader
-from utils.demo_data import DEMO_NAMES, ensure_demo_dataset
+from utils.data.datasets import LoadImagesAndLabels, create_dataloader
+from utils.data.demo import DEMO_NAMES, ensure_demo_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 HYP_FILE = REPO / "data" / "hyps" / "hyp.scratch.yolox.yaml"
@@ -397,7 +397,7 @@ def main(argv=None) -> int:
         verifies = []
         if not opt.no_verify:
             vw = max(opt.workers)
-            ours_procs = min(vw, os.cpu_count() or 1)  # as utils.label_cache._verify decides
+            ours_procs = min(vw, os.cpu_count() or 1)  # as utils.data.label_cache._verify decides
             ours_procs = ours_procs if ours_procs > 1 and opt.images >= 64 else 1
             verifies.append(time_verification(
                 OURS, lambda: quiet(LoadImagesAndLabels, str(train), IMG_SIZE, opt.batch, augment=True,

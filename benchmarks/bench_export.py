@@ -7,11 +7,11 @@
 
 Per model, four files through export.run:
   fp32           the eval output [B, N, 5 + nc] (no --deploy)
-  deploy         --deploy: BatchNorm fused, per-level outputs (decoded on the CPU by utils.export_layouts)
+  deploy         --deploy: BatchNorm fused, per-level outputs (decoded on the CPU by utils.export.layouts)
   int8 decoded   the fp32 file statically quantised (QDQ) on --calib-images images of --data
   int8 deploy    the deploy file quantised the same way
 Columns: export seconds, file MB, median onnxruntime latency (ms, batch 1, --threads intra-op threads,
-after one warm-up), fusable Conv+Relu vs SiLU pairs (utils/npu_report.py), and for int8 the agreement
+after one warm-up), fusable Conv+Relu vs SiLU pairs (utils/export/npu_report.py), and for int8 the agreement
 with its fp32 file on held images: cosine similarity and max |diff| of the decoded scores (obj * cls)
 and boxes (px). "int8 decoded" shows what one 8-bit scale shared by box pixels and probabilities does
 to the scores; "int8 deploy" keeps them apart. With --val (trained weights and their dataset), mAP50-95
@@ -21,7 +21,7 @@ Where the NPU toolchains import (each lives in its own virtual environment, see 
 script with that environment's python), the deploy file also goes through them with --int8 and a
 second table gives each converted model's agreement with fp32 torch on held-out dataset images:
 worst per-output cosine, decoded-score cosine and the share of torch's top-100 detections found again
-(utils/export_compare.py): OpenVINO IR quantised by NNCF on OpenVINO's CPU runtime, RKNN (rk3588) int8
+(utils/export/compare.py): OpenVINO IR quantised by NNCF on OpenVINO's CPU runtime, RKNN (rk3588) int8
 in rknn-toolkit2's simulator, and the onnxruntime int8 file for comparison.
 """
 from __future__ import annotations

@@ -8,10 +8,10 @@ beside official YOLOX's own pipeline.
 Per model, batch 1 at --img (640), on a 640x480 photo-like image, median ms over --runs after warm-up:
   official YOLOX   yolox 0.3.0's ValTransform (resize + top-left pad + transpose), its model (BatchNorm
                    unfused, as its demo and evaluator run it) and its postprocess. torchvision cannot be
-                   installed beside this torch, so its batched_nms is served by utils.nms.batched_nms:
+                   installed beside this torch, so its batched_nms is served by utils.infer.nms.batched_nms:
                    the post column is official's filtering/decoding around our NMS kernel.
   torch eager      our model as built, BatchNorm unfused, contiguous: the same network as official's
-  torch deploy     what val.py / detect.py / Detector run: utils.inference.load_weights (BatchNorm
+  torch deploy     what val.py / detect.py / Detector run: utils.infer.backends.load_weights (BatchNorm
                    folded, channels_last on CPU)
   onnxruntime      export.py's default ONNX (decoded [1, N, 5 + nc] output), run by onnxruntime
   ort --deploy     export.py --deploy (BN folded, per-level raw outputs, NPU layout); decoding those
@@ -41,11 +41,11 @@ import torch
 from benchmarks import load_average, median_seconds
 from models.yolo import Model, load_model
 from models.yolox_official import project_to_official
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.checkpoints import save_checkpoint
-from utils.demo_data import render_scene
-from utils.inference import load_weights, to_original
-from utils.nms import non_max_suppression
+from utils.data.demo import render_scene
+from utils.infer.backends import load_weights, to_original
+from utils.infer.nms import non_max_suppression
 
 REPO = Path(__file__).resolve().parents[1]
 def photo(seed: int = 0) -> np.ndarray:
@@ -103,7 +103,7 @@ class OrtDeploy(Ours):
         return self.session.run(None, {self.name: x.numpy()})
 
     def post(self, out, shape):
-        from utils.export_layouts import decode_onnx_outputs
+        from utils.export.layouts import decode_onnx_outputs
 
         return super().post(decode_onnx_outputs(out, self.meta), shape)
 
@@ -159,7 +159,7 @@ def official_model(name: str, ckpt: Path):
 def use_our_nms_for_torchvision() -> None:
     """The official postprocess calls torchvision.ops.batched_nms; torchvision cannot be installed here."""
     from tests.reference import install_torchvision_stub
-    from utils.nms import batched_nms
+    from utils.infer.nms import batched_nms
 
     install_torchvision_stub()
     ops = sys.modules["torchvision.ops"]
@@ -200,7 +200,7 @@ def val_rows(name, weights, tmp: Path, args) -> list[tuple]:
     classes (val.py refuses a model whose nc differs from the data's)."""
     import export
     import val
-    from utils.demo_data import DEMO_NAMES, ensure_demo_dataset
+    from utils.data.demo import DEMO_NAMES, ensure_demo_dataset
 
     root = ensure_demo_dataset(tmp / "demo", n_train=1, n_val=args.val_images)
     data = {"path": str(root), "train": str(root / "images" / "train"), "val": str(root / "images" / "val"),

@@ -14,7 +14,7 @@ and centres uniform inside the image, as [M, 6] targets (image, class, cx, cy, w
 Every measurement sees the very same tensors (fixed seeds).
 
 Measured, each in a fresh subprocess:
-  assign        utils.assign.simota_assign alone, its inputs prepared from a ComputeXLoss as
+  assign        utils.loss.simota_sparse.simota_assign alone, its inputs prepared from a ComputeXLoss as
                 tests/test_loss.py::loss_fn_assignment does (preparation not timed)
   loss          ComputeXLoss(model, {"simota_prior": prior})(preds, targets), forward only (preds
                 without grad, so no autograd graph is kept); loss+bwd adds backward() into preds
@@ -151,8 +151,8 @@ def make_call(method: Method, preds: list[torch.Tensor], targets: torch.Tensor) 
 
         return lambda: reference_losses(preds, targets, STRIDES, NC, method.prior)[0].tolist()
 
-    from utils.assign import simota_assign
-    from utils.loss import ComputeXLoss
+    from utils.loss.simota_sparse import simota_assign
+    from utils.loss.yolox_loss import ComputeXLoss
 
     loss_fn = ComputeXLoss(make_model(), {"simota_prior": method.prior})
     if method.kind == "assign":

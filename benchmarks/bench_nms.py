@@ -1,4 +1,4 @@
-"""Benchmark utils.nms.non_max_suppression at 8400 candidates (640x640, strides 8/16/32), and COCOeval.
+"""Benchmark utils.infer.nms.non_max_suppression at 8400 candidates (640x640, strides 8/16/32), and COCOeval.
 
     python -m benchmarks.bench_nms                     # NMS table, then COCOeval with each installed backend
     python -m benchmarks.bench_nms --runs 5 --threads 1 --no-coco
@@ -15,7 +15,7 @@ torch NMS (take the best, drop what overlaps it, repeat) run per class, as a pur
 torchvision would be; the ratio is loop / ours. Both give the same boxes (checked).
 
 COCOeval: --coco-images synthetic images with 8 GTs each, 100 detections per image (jittered GT
-copies and noise), evaluated by utils.coco_eval.evaluate with pycocotools and, when installed,
+copies and noise), evaluated by utils.eval.coco_eval.evaluate with pycocotools and, when installed,
 faster-coco-eval; seconds for evaluate + accumulate + summarize and whether the 12 stats agree.
 
 Timings need an otherwise idle machine; the first and last lines print the load average.
@@ -31,7 +31,7 @@ import torch
 
 from benchmarks import median_seconds
 from utils.boxes import box_iou_xyxy, cxcywh_to_xyxy
-from utils.nms import non_max_suppression
+from utils.infer.nms import non_max_suppression
 
 N, NC, IMG = 8400, 80, 640
 
@@ -95,7 +95,7 @@ def bench_nms(runs: int) -> None:
 
 
 def bench_coco(n_images: int) -> None:
-    from utils import coco_eval
+    from utils.eval import coco_eval
 
     rng = np.random.default_rng(0)
     images, anns, dets = [], [], []

@@ -29,8 +29,8 @@ from benchmarks import load_average, median_seconds
 from models.yolo import Model
 from tests.reference import OFFICIAL_SIZES, build_official, official_yolox
 from utils.devices import cpu_has_native_bf16
-from utils.loss import ComputeXLoss
-from utils.optim import build_optimizer
+from utils.loss.yolox_loss import ComputeXLoss
+from utils.train.optim import build_optimizer
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

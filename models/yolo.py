@@ -14,7 +14,7 @@ from torch import nn
 
 from models.common import Conv
 from models.fuse import fuse_model
-from models.head import DetectX
+from models.heads.yolox import DetectX
 from models.parser import LayerInfo, ModelConfigError, load_yaml_dict, parse_model
 from models import yolox_official
 from utils.checkpoints import read_checkpoint

@@ -1,4 +1,4 @@
-"""utils.augment: boxes stay consistent with pixels through every warp, plus pinned formulas.
+"""utils.data.augment: boxes stay consistent with pixels through every warp, plus pinned formulas.
 
 The key check draws filled rectangles of distinct saturated colours on a black background, records
 their boxes, runs an augmentation and compares each surviving label with the pixel extent of its
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import augment as A
+from utils.data import augment as A
 
 # Saturated BGR colours: any two differ by 255 in some channel, so a per-channel tolerance of 100
 # separates them, and also separates them from black (background, 0-padding) and grey 114 (fill).

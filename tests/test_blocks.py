@@ -7,7 +7,7 @@ from torch import nn
 
 from models.activations import KNOWN_ACTIVATIONS, make_activation, split_policy
 from models.common import C3, SPP, Conv, DWConv, Focus
-from models.head import DetectX
+from models.heads.yolox import DetectX
 from models.parser import ModelConfigError
 from models.yolo import Model
 

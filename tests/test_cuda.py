@@ -16,7 +16,7 @@ from models.yolo import Model, load_model
 from tests.simota_reference import official_losses
 from tests.test_loss import CASES, STRIDES, loss_fn_assignment, make_model, random_preds, random_targets
 from tests.test_train import ROOT, base_args, run_train, tiny_data  # noqa: F401 (tiny_data is a fixture)
-from utils.loss import ComputeXLoss
+from utils.loss.yolox_loss import ComputeXLoss
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CUDA = torch.device("cuda", 0)

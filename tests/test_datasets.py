@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data_config import load_data_config
-from utils.datasets import LoadImagesAndLabels, create_dataloader
-from utils.demo_data import generate_demo_dataset
+from utils.data.dataset_yaml import load_data_config
+from utils.data.datasets import LoadImagesAndLabels, create_dataloader
+from utils.data.demo import generate_demo_dataset
 
 NC = 3
 
@@ -169,7 +169,7 @@ def demo(tmp_path_factory):
 
 
 def test_coco_json_and_yolo_txt_give_the_same_targets(demo):
-    from utils.demo_data import DEMO_NAMES
+    from utils.data.demo import DEMO_NAMES
 
     nc = len(DEMO_NAMES)
     yolo = LoadImagesAndLabels(str(demo / "images" / "val"), img_size=128, nc=nc, workers=0)
@@ -191,7 +191,7 @@ def test_coco_json_and_yolo_txt_give_the_same_targets(demo):
 
 
 def test_batches_are_bgr_uint8_with_targets_and_reproducible(demo):
-    from utils.demo_data import DEMO_NAMES
+    from utils.data.demo import DEMO_NAMES
 
     hyp = {"mosaic": 1.0, "mixup": 0.5, "degrees": 5.0, "shear": 1.0}
     kw = dict(hyp=hyp, augment=True, shuffle=True, seed=3, nc=len(DEMO_NAMES))
@@ -221,7 +221,7 @@ def test_close_mosaic_reaches_persistent_workers(tmp_path):
 
 
 def test_topleft_letterbox_for_official_weights(demo):
-    from utils.demo_data import DEMO_NAMES
+    from utils.data.demo import DEMO_NAMES
 
     ds = LoadImagesAndLabels(str(demo / "images" / "val"), img_size=160, nc=len(DEMO_NAMES), workers=0, letterbox_mode="topleft")
     img, labels, _, shapes = ds[0]
@@ -242,7 +242,7 @@ def test_data_yaml_paths_names_and_demo_generation(tmp_path):
     with pytest.raises(ValueError, match="nc is 3 but 2 names"):
         load_data_config(yaml_path)
     yaml_path.write_text("path: demo\ntrain: images/train\nval: images/val\nnames: [a]\ngenerate: demo\n")
-    import utils.demo_data as demo_data
+    import utils.data.demo as demo_data
 
     calls = []
     original = demo_data.ensure_demo_dataset

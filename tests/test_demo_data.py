@@ -1,4 +1,4 @@
-"""The procedural demo dataset (utils/demo_data.py): determinism, file layout, label validity, COCO json
+"""The procedural demo dataset (utils/data/demo.py): determinism, file layout, label validity, COCO json
 consistency, boxes tight on the drawn pixels, and the regenerate-when-incomplete logic."""
 import json
 from pathlib import Path
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-from utils import demo_data
-from utils.demo_data import DEMO_NAMES, ensure_demo_dataset, generate_demo_dataset, render_scene, shape_mask
+from utils.data import demo as demo_data
+from utils.data.demo import DEMO_NAMES, ensure_demo_dataset, generate_demo_dataset, render_scene, shape_mask
 
 SMALL = dict(n_train=12, n_val=6, img_size=(160, 192), progress=False)  # (h, w): not square, to catch swaps
 H, W = SMALL["img_size"]

@@ -10,7 +10,7 @@ import detect
 from models.yolo import Model
 from tests.reference import randomize_bn
 from utils.checkpoints import save_checkpoint
-from utils.detector import Detector
+from utils.infer.detector import Detector
 
 NAMES = ["cat", "dog", "car"]
 

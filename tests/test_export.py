@@ -1,4 +1,4 @@
-"""export.py and utils/export_*.py, utils/onnx_export.py, utils/npu_report.py on small models at 160 px."""
+"""export.py and utils/export_*.py, utils/export/onnx_file.py, utils/export/npu_report.py on small models at 160 px."""
 import logging
 
 import numpy as np
@@ -14,13 +14,13 @@ from models.common import Focus
 from models.yolo import Model
 from models import yolox_official
 from utils.checkpoints import save_checkpoint
-from utils.demo_data import DEMO_NAMES, generate_demo_dataset
-from utils.export_layouts import ExportModel, decode_onnx_outputs, decode_outputs, output_names
-from utils.export_rewrite import FocusConv, prepare_for_export
-from utils.export_torchscript import load_torchscript, read_torchscript_metadata
-from utils.export_verify import ort_session, run_onnx
-from utils.npu_report import npu_report
-from utils.onnx_export import OpsetError, export_onnx, read_metadata
+from utils.data.demo import DEMO_NAMES, generate_demo_dataset
+from utils.export.layouts import ExportModel, decode_onnx_outputs, decode_outputs, output_names
+from utils.export.rewrite import FocusConv, prepare_for_export
+from utils.export.torchscript import load_torchscript, read_torchscript_metadata
+from utils.export.verify import ort_session, run_onnx
+from utils.export.npu_report import npu_report
+from utils.export.onnx_file import OpsetError, export_onnx, read_metadata
 
 pytest.importorskip("onnxruntime")
 IMGSZ = 160

@@ -1,5 +1,5 @@
-"""--include openvino / rknn (utils/export_openvino.py, utils/export_rknn.py) and the comparison with torch
-(utils/export_compare.py), on a small yoloxn at 160 px.
+"""--include openvino / rknn (utils/export/openvino.py, utils/export/rknn.py) and the comparison with torch
+(utils/export/compare.py), on a small yoloxn at 160 px.
 
 The toolchain tests skip when openvino / nncf / rknn-toolkit2 are not installed (CI does not install them);
 the comparison machinery, the missing-package messages, the option checks and rknn's calibration files are
@@ -16,10 +16,10 @@ import yaml
 import export
 from tests.test_export import IMGSZ, image_batch, varied
 from utils.checkpoints import save_checkpoint
-from utils.demo_data import DEMO_NAMES, generate_demo_dataset
-from utils.export_compare import compare_with_torch, detection_agreement
-from utils.export_layouts import ExportModel, decode_outputs, output_names
-from utils.export_rewrite import prepare_for_export
+from utils.data.demo import DEMO_NAMES, generate_demo_dataset
+from utils.export.compare import compare_with_torch, detection_agreement
+from utils.export.layouts import ExportModel, decode_outputs, output_names
+from utils.export.rewrite import prepare_for_export
 
 pytest.importorskip("onnxruntime")
 
@@ -157,7 +157,7 @@ def test_missing_package_says_what_to_install(monkeypatch, tiny, tmp_path, inclu
 
 
 def test_rknn_file_given_to_val_says_where_it_runs(tmp_path):
-    from utils.inference import load_weights
+    from utils.infer.backends import load_weights
 
     (tmp_path / "m.rknn").write_bytes(b"RKNN")
     with pytest.raises(ValueError, match="run on the Rockchip NPU"):
@@ -166,7 +166,7 @@ def test_rknn_file_given_to_val_says_where_it_runs(tmp_path):
 
 def test_rknn_calibration_files_are_the_model_input(tmp_path):
     """rknn reads .npy calibration data as it is: NCHW BGR 0-255 float, one image per file, listed in order."""
-    from utils.export_rknn import _write_dataset
+    from utils.export.rknn import _write_dataset
 
     images = (np.random.default_rng(0).random((3, 3, 32, 64)) * 255).astype(np.float32)
     listing = _write_dataset(images, tmp_path)
@@ -181,7 +181,7 @@ def test_rknn_calibration_files_are_the_model_input(tmp_path):
 def test_openvino_export_and_int8(tiny, tmp_path):
     pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
     pytest.importorskip("nncf", reason="nncf not installed (pip install openvino nncf)")
-    from utils.export_openvino import openvino_runner, read_openvino_metadata
+    from utils.export.openvino import openvino_runner, read_openvino_metadata
 
     path, model, data = tiny
     res = export.run(weights=path, include=("openvino",), img_size=IMGSZ, deploy=True, int8=True, data=data,
@@ -202,8 +202,8 @@ def test_openvino_export_and_int8(tiny, tmp_path):
     got = decode_outputs(run(x.numpy()), "per-level", [8, 16, 32])
     assert (got[..., :4] - want[..., :4]).abs().max() <= 1e-3 * want[..., :4].abs().max()
     np.testing.assert_allclose(got[..., 4:], want[..., 4:], atol=1e-3)
-    # val.py / detect.py / Detector load the IR like an ONNX file (utils.inference.load_weights)
-    from utils.inference import OpenVinoModel, load_weights
+    # val.py / detect.py / Detector load the IR like an ONNX file (utils.infer.backends.load_weights)
+    from utils.infer.backends import OpenVinoModel, load_weights
 
     ir, official = load_weights(xml, imgsz=IMGSZ)
     assert isinstance(ir, OpenVinoModel) and not official and ir.names == list(model.names)
@@ -213,7 +213,7 @@ def test_openvino_export_and_int8(tiny, tmp_path):
     with pytest.raises(ValueError, match="--img-size"):
         load_weights(xml, imgsz=IMGSZ + 32)
     # the int8 IR: quantised convs, measured on the 2 val images (a random model calibrated on 3 images: the
-    # figures are loose; utils.export_compare's own tests pin the arithmetic)
+    # figures are loose; utils.export.compare's own tests pin the arithmetic)
     import openvino as ov
 
     ops = Counter(op.get_type_name() for op in ov.Core().read_model(str(int8_xml)).get_ops())

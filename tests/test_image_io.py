@@ -1,11 +1,11 @@
-"""utils.image_io.imread: the same pixels as cv2.imread for every kind of file, faster for plain JPEGs."""
+"""utils.data.image_io.imread: the same pixels as cv2.imread for every kind of file, faster for plain JPEGs."""
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from utils import image_io
-from utils.image_io import imread, jpeg_orientation
+from utils.data import image_io
+from utils.data.image_io import imread, jpeg_orientation
 
 
 def photo(h=60, w=80, seed=0):

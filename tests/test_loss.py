@@ -6,7 +6,7 @@ import torch
 
 from models.yolo import Model
 from tests.simota_reference import official_losses, reference_losses
-from utils.loss import ComputeXLoss
+from utils.loss.yolox_loss import ComputeXLoss
 
 STRIDES = [8, 16, 32]
 
@@ -80,7 +80,7 @@ def assert_same_assignment(model, loss_fn, preds, targets, nc, prior):
 
 def loss_fn_assignment(loss_fn, preds, targets):
     """Re-run the assignment the loss made, to compare it with the reference."""
-    from utils.assign import simota_assign
+    from utils.loss.simota_sparse import simota_assign
 
     raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1).float()
     grid, stride = loss_fn._anchors([tuple(p.shape[2:]) for p in preds], raw.device)

@@ -1,9 +1,9 @@
-"""utils.nms against a plain greedy loop, on random and adversarial inputs."""
+"""utils.infer.nms against a plain greedy loop, on random and adversarial inputs."""
 import pytest
 import torch
 
 from utils.boxes import box_iou_xyxy, cxcywh_to_xyxy
-from utils.nms import nms, non_max_suppression
+from utils.infer.nms import nms, non_max_suppression
 
 
 def reference_nms(prediction, conf_thres=0.001, iou_thres=0.65, classes=None, agnostic=False, max_det=300):

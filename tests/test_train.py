@@ -15,8 +15,8 @@ import yaml
 from models.yolo import Model, load_model, load_pretrained
 from utils.checkpoints import save_checkpoint
 from utils.config import load_hyp
-from utils.demo_data import generate_demo_dataset
-from utils.schedule import LRSchedule, warmup
+from utils.data.demo import generate_demo_dataset
+from utils.train.schedule import LRSchedule, warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     generate_demo_dataset(root / "ds", seed=2, n_train=16, n_val=4, img_size=(64, 64), progress=False)
     data = root / "tiny.yaml"
-    from utils.demo_data import DEMO_NAMES
+    from utils.data.demo import DEMO_NAMES
 
     data.write_text(yaml.safe_dump({"path": "ds", "train": "images/train", "val": "images/val",
                                     "val_json": "annotations/instances_val.json", "names": DEMO_NAMES}))
@@ -149,9 +149,9 @@ def test_dist_context_from_launcher_environment(monkeypatch):
 
 def test_loss_falls_on_an_easy_set(tiny_data):
     """A few hundred steps on 8 fixed images: the loss must fall well below its start."""
-    from utils.datasets import create_dataloader
-    from utils.loss import ComputeXLoss
-    from utils.optim import build_optimizer
+    from utils.data.datasets import create_dataloader
+    from utils.loss.yolox_loss import ComputeXLoss
+    from utils.train.optim import build_optimizer
 
     data = yaml.safe_load(open(tiny_data))
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_hyp_unknown_and_missing_keys(tmp_path, caplog):
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
 def test_optimizer_choice_keeps_the_three_groups(name):
-    from utils.optim import build_optimizer
+    from utils.train.optim import build_optimizer
 
     model = Model("models/yoloxn.yaml", nc=8)
     opt = build_optimizer(model, 0.002, 0.9, 5e-4, name=name)
@@ -231,7 +231,7 @@ def test_amp_dtype_per_device():
 def test_bf16_autocast_training_step_is_finite_and_close_to_float32():
     """One step under CPU bfloat16 autocast: the loss (computed in float32) stays within a few percent
     of the float32 step's, and every gradient is finite."""
-    from utils.loss import ComputeXLoss
+    from utils.loss.yolox_loss import ComputeXLoss
 
     torch.manual_seed(0)
     model = Model("models/yoloxn.yaml", nc=8).train()

@@ -1,4 +1,4 @@
-"""val.py, utils/coco_eval.py and utils/metrics.py on a tiny generated dataset."""
+"""val.py, utils/eval/coco_eval.py and utils/eval/metrics.py on a tiny generated dataset."""
 import json
 import re
 
@@ -10,13 +10,13 @@ from torch import nn
 
 import val
 from models.yolo import Model
-from utils import coco_eval
-from utils.coco import COCO80_TO_91
-from utils.data_config import load_data_config
-from utils.datasets import create_dataloader
-from utils.demo_data import DEMO_NAMES, generate_demo_dataset
-from utils.loss import ComputeXLoss
-from utils.metrics import ap_per_class, compute_ap, fitness, match_predictions
+from utils.eval import coco_eval
+from utils.data.coco import COCO80_TO_91
+from utils.data.dataset_yaml import load_data_config
+from utils.data.datasets import create_dataloader
+from utils.data.demo import DEMO_NAMES, generate_demo_dataset
+from utils.loss.yolox_loss import ComputeXLoss
+from utils.eval.metrics import ap_per_class, compute_ap, fitness, match_predictions
 
 IMGSZ = 128  # the demo images are 96 x 128: no resize, 32 px of padding
 

@@ -13,7 +13,7 @@ MinMax calibration; per-channel QDQ needs opset 13, so a file of a lower opset i
 quantisation (the float32 file keeps its opset). The report compares int8 with fp32 on held images: per output max |diff| and
 cosine similarity, the decoded boxes (pixels) and scores, which is where one shared 8-bit scale
 over box pixels and probabilities (the decoded layout) shows, and the share of fp32's top-100
-detections the int8 file finds again (utils/export_compare.py). The mAP of the int8 file is measured by
+detections the int8 file finds again (utils/export/compare.py). The mAP of the int8 file is measured by
 ``python val.py --data <data> --weights m.int8.onnx``.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.augment import letterbox
-from utils.export_compare import TOP_K, Agreement, batches, cosine, detection_agreement, detections, max_abs, max_diff
+from utils.data.augment import letterbox
+from utils.export.compare import TOP_K, Agreement, batches, cosine, detection_agreement, detections, max_abs, max_diff
 
 LOGGER = logging.getLogger("yolox5.export")
 
@@ -36,8 +36,8 @@ def calibration_images(data, n: int, imgsz: tuple[int, int], letterbox_mode: str
                        split: str = "train", purpose: str = "calibration") -> np.ndarray:
     """[n, 3, H, W] float32 BGR 0-255: the first n readable images of ``split`` of the dataset yaml,
     letterboxed to imgsz (h, w). Unreadable images are named, counted and skipped."""
-    from utils.data_config import load_data_config
-    from utils.datasets import list_images
+    from utils.data.dataset_yaml import load_data_config
+    from utils.data.datasets import list_images
 
     if int(n) < 1:
         raise ValueError(f"--calib-images must be >= 1, got {n}")
@@ -141,8 +141,8 @@ class Int8Comparison:
 def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides: Sequence[float],
                  names: Sequence[str], batch_size: int = 1) -> Int8Comparison:
     """Run both files on ``images`` and compare every output, and (except nms) decoded boxes and scores."""
-    from utils.export_layouts import decode_outputs
-    from utils.export_verify import boxes_scores, ort_session
+    from utils.export.layouts import decode_outputs
+    from utils.export.verify import boxes_scores, ort_session
 
     fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
     name = fp32.get_inputs()[0].name

@@ -9,7 +9,7 @@ its outputs (numpy, in the order of ``names``) out. Three comparisons on the sam
 
 1. each output against the traced torch module (``wrapped``, the ExportModel that wrote the ONNX):
    max |diff| and cosine similarity, the figure NPU toolchains print for a quantised layer;
-2. (every layout but ``nms``) the outputs decoded by our post-processing (utils/export_layouts) against
+2. (every layout but ``nms``) the outputs decoded by our post-processing (utils/export/layouts.py) against
    the eval output of the model as loaded: boxes in pixels and scores (obj * cls);
 3. detection agreement: both sides through our NMS (val.py's settings), and the share of torch's
    top-100 detections per image that the converted model also finds among its own detections (up to
@@ -92,7 +92,7 @@ def detection_agreement(ref: Sequence[torch.Tensor], got: Sequence[torch.Tensor]
     """Look for the first ``top_k`` rows of ``ref`` among all rows of ``got``, per image.
 
     ref, got: one [K, 6] tensor per image, (x1, y1, x2, y2, score, class), sorted by score (as
-    utils.nms.non_max_suppression returns them). In ref's score order each detection takes the still
+    utils.infer.nms.non_max_suppression returns them). In ref's score order each detection takes the still
     unmatched detection of got with the same class and the highest IoU, when that IoU >= iou_thres.
     """
     from utils.boxes import box_iou_xyxy
@@ -144,8 +144,8 @@ class ConversionComparison:
 def detections(outputs: Sequence, layout: str, strides: Sequence[float], max_det: int = MAX_DET) -> list[torch.Tensor]:
     """Per image [K, 6] (x1, y1, x2, y2, score, class), K <= max_det, from a model's outputs in ``layout``:
     decoded by our post-processing and through our NMS, or the rows an ``nms`` export keeps."""
-    from utils.export_layouts import decode_outputs
-    from utils.nms import non_max_suppression
+    from utils.export.layouts import decode_outputs
+    from utils.infer.nms import non_max_suppression
 
     if layout != "nms":
         return non_max_suppression(decode_outputs(outputs, layout, strides), NMS_CONF, NMS_IOU, max_det=max_det)
@@ -190,8 +190,8 @@ def compare_with_torch(run: Callable[[np.ndarray], Sequence], wrapped: torch.nn.
                        images: np.ndarray, layout: str, strides: Sequence[float], names: Sequence[str], path,
                        runtime: str, batch_size: int = 1, top_k: int = TOP_K) -> ConversionComparison:
     """Run the converted model and float32 torch on ``images`` [n, 3, H, W] and compare (see the module doc)."""
-    from utils.export_verify import boxes_scores
-    from utils.export_layouts import decode_outputs
+    from utils.export.verify import boxes_scores
+    from utils.export.layouts import decode_outputs
 
     images = np.ascontiguousarray(images, dtype=np.float32)
     got = _run_all(run, images, batch_size, len(names))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.verify import verify_sample
+from utils.data.verify import verify_sample
 
 LOGGER = logging.getLogger("yolox5.data")
 CACHE_VERSION = "yolox5-labels-v2"  # bump when verification rules change

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from utils.nms import nms
+from utils.infer.nms import nms
 
 MIN_OPSET = 10  # NonMaxSuppression-10, TopK-10 (k as an input)
 

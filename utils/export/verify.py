@@ -6,7 +6,7 @@
 Two comparisons per export:
 1. every output of the file against the traced torch module on the same input (the export itself);
 2. for the decoded / per-level / split layouts, the file's outputs decoded by our post-processing
-   (utils/export_layouts.decode_outputs) against the eval output of ``reference`` (the model as loaded,
+   (utils/export/layouts.decode_outputs) against the eval output of ``reference`` (the model as loaded,
    before BN fusion and Focus rewriting), compared as boxes (input pixels) and scores (obj * cls).
 A difference is acceptable when max |a - b| <= atol + rtol * max |b|: float32 1e-3 and 1e-3 (a deep
 net's own float32 noise reaches ~1e-4 of the output range: torch float32 against float64 differs that
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.export_layouts import decode_outputs
+from utils.export.layouts import decode_outputs
 
 TOLERANCES = {torch.float32: (1e-3, 1e-3), torch.float16: (2e-2, 1e-2)}  # (atol, rtol)
 # a float16 file's decoded outputs against the float32 model: exp() turns float16's 1e-3 relative error
@@ -223,7 +223,7 @@ def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[
                     for pair in zip(per_input[0], per_input[1])]
     result.diffs += [d for diffs in per_input[2:] for d in diffs]
     if reference is not None and layout != "nms":
-        result.notes.append("decoded: the file's outputs through utils.export_layouts.decode_outputs vs the eval "
+        result.notes.append("decoded: the file's outputs through utils.export.layouts.decode_outputs vs the eval "
                             "output of the model as loaded (before fusion)")
     return result
 
@@ -231,7 +231,7 @@ def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[
 def verify_torchscript(path, wrapped, im: torch.Tensor, names: Sequence[str], layout: str) -> Verification:
     """Load the saved TorchScript file and compare its outputs with the traced module's."""
     atol, rtol = TOLERANCES.get(im.dtype, TOLERANCES[torch.float32])
-    from utils.export_torchscript import load_torchscript
+    from utils.export.torchscript import load_torchscript
 
     loaded = load_torchscript(path, map_location=im.device)
     result = Verification(Path(path), f"torch.jit.load vs torch, input {list(im.shape)}")

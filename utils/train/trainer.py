@@ -28,15 +28,15 @@ import yaml
 from models.yolo import Model, load_pretrained
 from utils.checkpoints import read_checkpoint, save_checkpoint
 from utils.config import load_hyp
-from utils.data_config import load_data_config
-from utils.datasets import create_dataloader
+from utils.data.dataset_yaml import load_data_config
+from utils.data.datasets import create_dataloader
 from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device
-from utils.ema import ModelEMA, unwrap
-from utils.loss import ComputeXLoss
-from utils.metrics import fitness
-from utils.optim import build_optimizer
+from utils.train.ema import ModelEMA, unwrap
+from utils.loss.yolox_loss import ComputeXLoss
+from utils.eval.metrics import fitness
+from utils.train.optim import build_optimizer
 from utils.runs import increment_path
-from utils.schedule import LRSchedule, warmup
+from utils.train.schedule import LRSchedule, warmup
 
 LOGGER = logging.getLogger("yolox5.train")
 MAX_BAD_STEPS = 10          # consecutive non-finite losses before the run stops

@@ -1,6 +1,6 @@
 """A small inference API for code that embeds the detector.
 
-    from utils.detector import Detector
+    from utils.infer.detector import Detector
     det = Detector("runs/train/exp/weights/best.pt", img_size=640, conf=0.25, device="cpu")
     for r in det(["a.jpg", bgr_array]):      # a path, a BGR numpy image, or a list of them
         print(r.boxes, r.scores, r.class_names)  # boxes xyxy in original-image pixels
@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.devices import select_device
-from utils.image_io import imread
-from utils.inference import load_weights, to_original
-from utils.nms import non_max_suppression
+from utils.data.image_io import imread
+from utils.infer.backends import load_weights, to_original
+from utils.infer.nms import non_max_suppression
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.assign import PRIORS, simota_assign
+from utils.loss.simota_sparse import PRIORS, simota_assign
 from utils.boxes import giou_cxcywh, iou_cxcywh
 from utils.grid import make_grid
 

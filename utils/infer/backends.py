@@ -50,7 +50,7 @@ class OnnxModel:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """The decoded [B, N, 5 + nc]; --deploy layouts (per-level, split) are decoded from the file's metadata."""
-        from utils.export_layouts import decode_onnx_outputs
+        from utils.export.layouts import decode_onnx_outputs
 
         return decode_onnx_outputs(self.session.run(None, {self.input_name: x}), self.meta).numpy()
 
@@ -62,7 +62,7 @@ class OpenVinoModel(OnnxModel):
     def __init__(self, path, imgsz: int):
         import json
 
-        from utils.export_openvino import openvino_runner, read_openvino_metadata, require_openvino
+        from utils.export.openvino import openvino_runner, read_openvino_metadata, require_openvino
 
         require_openvino()
         self.path = Path(path)
@@ -81,7 +81,7 @@ class OpenVinoModel(OnnxModel):
         self._infer = openvino_runner(path, json.loads(self.meta["outputs"]))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        from utils.export_layouts import decode_onnx_outputs
+        from utils.export.layouts import decode_onnx_outputs
 
         return decode_onnx_outputs(self._infer(x), self.meta).numpy()
 
@@ -131,7 +131,7 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
 
 def _detect_layer(model):
     """The model's DetectX layer, also inside a DDP or EMA wrapper; None for other models."""
-    from models.head import DetectX
+    from models.heads.yolox import DetectX
 
     modules = getattr(model, "modules", None)
     return next((m for m in modules() if isinstance(m, DetectX)), None) if modules else None

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from utils.export_compare import batches
+from utils.export.compare import batches
 
 INSTALL = 'pip install openvino nncf (or pip install -e ".[openvino]")'
 META_SECTION = "model_info"  # rt_info section of our metadata, where OpenVINO tools look for model facts

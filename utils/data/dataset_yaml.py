@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SPLITS = ("train", "val", "test")
 
 
@@ -40,7 +40,7 @@ def load_data_config(path) -> dict:
             if data.get(key):
                 data[key] = _absolute(data[key], root)
     if data.get("generate") == "demo":
-        from utils.demo_data import ensure_demo_dataset
+        from utils.data.demo import ensure_demo_dataset
 
         ensure_demo_dataset(root)
     elif data.get("generate"):

@@ -1,7 +1,7 @@
 """Detection metrics as YOLOv5 computes them: prediction-label matching at 10 IoU thresholds,
 precision / recall at the best mean-F1 confidence, AP per class, and the fitness of a result.
 
-COCO AP itself comes from pycocotools (utils/coco_eval.py); these give P and R, and the per-class AP
+COCO AP itself comes from pycocotools (utils/eval/coco_eval.py); these give P and R, and the per-class AP
 YOLOv5 prints, from the same predictions.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 torch 2.13's default exporter (dynamo) needs onnxscript; this module uses the TorchScript-based one
 (``dynamo=False``), which supports opsets 7-20 and the custom NonMaxSuppression symbolic of
-utils/export_nms.py. When an op of the model has no ONNX form at the chosen opset, the error names
+utils/export/nms_graph.py. When an op of the model has no ONNX form at the chosen opset, the error names
 the op and the opset it needs (OpsetError) instead of torch's long graph dump.
 """
 from __future__ import annotations

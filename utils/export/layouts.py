@@ -19,7 +19,7 @@ Layouts (``--deploy-outputs``; the ONNX output names in brackets):
   (obj * cls) as two tensors, each quantised with its own scale. For runtimes that decode in the
   graph and read two tensors (TensorRT / OpenVINO, EfficientNMS-style plugins).
 - ``nms`` [num_dets, boxes, scores, classes]: ``split`` followed by ONNX NonMaxSuppression
-  (utils/export_nms.py). Already post-processed: ``decode_outputs`` refuses it.
+  (utils/export/nms_graph.py). Already post-processed: ``decode_outputs`` refuses it.
 
 Anchors are ordered level by level, row-major, in every layout (the official YOLOX order).
 """
@@ -67,7 +67,7 @@ class ExportModel(nn.Module):
     """A Model (eval mode, DetectX last) whose forward returns the tensors of ``layout``.
 
     The DetectX layer's per-instance ``export_levels`` switch is set on the model it is given (use a
-    copy, see utils/export_rewrite.prepare_for_export). ``dynamic_hw`` builds the anchor grid in the
+    copy, see utils/export/rewrite.prepare_for_export). ``dynamic_hw`` builds the anchor grid in the
     graph from the feature map sizes (Shape/Range ops) instead of storing it as a constant.
     ``nms`` (an EndToEndNMS) is required for layout "nms".
     """

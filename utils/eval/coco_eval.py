@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from utils.boxes import xyxy_to_xywh
-from utils.coco import COCO80_TO_91, read_coco_json
+from utils.data.coco import COCO80_TO_91, read_coco_json
 
 BACKENDS = ("pycocotools", "faster")
 COCO_NAMES = (
@@ -68,7 +68,7 @@ def category_ids_for(names) -> list[int]:
 
 
 def json_category_ids(gt: dict, nc: int, source: str = "ground truth") -> list[int]:
-    """Class index -> category id of a COCO json: sorted ids (as utils.coco.CocoLabels reads them)."""
+    """Class index -> category id of a COCO json: sorted ids (as utils.data.coco.CocoLabels reads them)."""
     ids = sorted(c["id"] for c in gt["categories"])
     if len(ids) != nc:
         raise ValueError(f"{source} has {len(ids)} categories but the data names {nc} classes")

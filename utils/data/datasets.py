@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, distributed
 
-from utils import augment
-from utils.coco import CocoLabels
-from utils.image_io import imread
-from utils.label_cache import verify_dataset
-from utils.verify import IMG_FORMATS
+from utils.data import augment
+from utils.data.coco import CocoLabels
+from utils.data.image_io import imread
+from utils.data.label_cache import verify_dataset
+from utils.data.verify import IMG_FORMATS
 
 LOGGER = logging.getLogger("yolox5.data")
 # Augmentation hyperparameters used when a hyp dict leaves them out (YOLOv5's scratch values).

@@ -13,6 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
+from utils.config import choices
+from utils.yaml_io import DATA_DIR, read_mapping
+
 # The demo dataset's defaults for options left unset: small and fast on a CPU. 320 px is the demo
 # images' own size; at 192 px the small shapes vanish (mAP50 after 10 epochs: 0.009 vs 0.056 at 320).
 DEMO_DEFAULTS = {"cfg": "models/yoloxn.yaml", "epochs": 15, "imgsz": 320, "batch_size": 8,
@@ -41,7 +44,7 @@ def parse_opt(argv=None):
     p.add_argument("--multi-scale", action="store_true", help="random input size (0.75-1.25x) every 10 iterations")
     p.add_argument("--single-cls", action="store_true", help="train every class as one")
     p.add_argument("--cos-lr", action="store_true", help="cosine schedule instead of linear")
-    p.add_argument("--optimizer", default=None, choices=["SGD", "Adam", "AdamW"],
+    p.add_argument("--optimizer", default=None, choices=choices("optimizer"),
                    help="optimizer (default: the hyp file's 'optimizer', SGD when it has none)")
     p.add_argument("--save-period", type=int, default=-1, help="also save a checkpoint every N epochs")
     p.add_argument("--patience", type=int, default=100, help="stop after N epochs without improvement (0: never)")
@@ -67,12 +70,8 @@ def apply_defaults(opt):
     demo = False
     if not opt.resume:
         try:
-            import yaml
-
-            path = Path(opt.data)
-            path = path if path.is_file() else Path(__file__).parent / "data" / path.name
-            demo = (yaml.safe_load(path.read_text()) or {}).get("generate") == "demo"
-        except (OSError, AttributeError):
+            demo = read_mapping(opt.data, "dataset description", bundled=DATA_DIR)[0].get("generate") == "demo"
+        except (OSError, ValueError):  # a missing or broken file is reported when the trainer reads it
             demo = False
     for k, v in (DEMO_DEFAULTS if demo else DEFAULTS).items():
         if getattr(opt, k) is None:

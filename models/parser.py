@@ -232,25 +232,16 @@ def _show(args, kwargs) -> str:
 
 
 def load_yaml_dict(cfg) -> tuple[dict, str]:
-    """A model description from a path or a dict; returns (a deep copy, a name for messages)."""
-    import yaml
+    """A model description from a path or a dict; returns (a deep copy, a name for messages).
+    A bare file name finds the model files shipped in models/."""
     from pathlib import Path
+
+    from utils.yaml_io import MODELS_DIR, read_mapping
 
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg), cfg.get("yaml_file", "<dict>")
     if not isinstance(cfg, (str, Path)):
         raise ModelConfigError(f"a model description must be a mapping or a YAML path, got {type(cfg).__name__}")
-    path = Path(cfg)
-    bundled = Path(__file__).parent / path.name  # "yoloxs.yaml" finds the file shipped in models/
-    if not path.is_file() and bundled.is_file():
-        path = bundled
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {cfg}")
-    try:
-        d = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ModelConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(d, dict):
-        raise ModelConfigError(f"{path}: a model file must hold a mapping, got {type(d).__name__}")
+    d, path = read_mapping(cfg, "model file", bundled=MODELS_DIR, error=ModelConfigError)
     d["yaml_file"] = path.name
     return d, str(path)

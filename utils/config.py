@@ -1,68 +1,153 @@
-"""Hyperparameters: a typed table of known keys with defaults; unknown keys are errors with suggestions."""
+"""Hyperparameters: one typed table of every hyp key, its default, its allowed values and who reads it.
+
+The data pipeline, the loss, the assigner, the optimiser, the schedule and the trainer take their keys
+through this table, so a default or an allowed value is written here and nowhere else:
+
+    hyp = load_hyp("data/hyps/hyp.scratch.yolox.yaml")   # a file: complete, checked, missing keys named
+    hyp = with_defaults({"mosaic": 0.5})                   # a partial dict from code: checked, defaults added
+    check_value("simota_prior", prior)                     # one value against its allowed set
+
+Unknown keys are errors with a close-match suggestion (as ultralytics' cfg checks), a value of the
+wrong type or outside the allowed set is an error naming the key. The default fixes the type: a
+numeric key takes any number, a bool key true/false, a string key a string, a list key a list.
+"""
 from __future__ import annotations
 
 import difflib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from utils.yaml_io import HYPS_DIR, read_mapping
 
 LOGGER = logging.getLogger("yolox5.train")
 
-# key -> default (the seed's hyp.scratch.yolox.yaml), with the type taken from the default
-HYP_DEFAULTS = {
-    "lr0": 0.01, "lrf": 0.2, "momentum": 0.937, "weight_decay": 0.0005,
-    "warmup_epochs": 3.0, "warmup_momentum": 0.8, "warmup_bias_lr": 0.1,
-    "box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0,  # YOLOv5 loss gains: accepted, unused
-    "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
-    "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
-    "mixup_mode": "yolov5", "mixup_scale": [0.5, 1.5], "mixup_ratio": 0.5, "copy_paste": 0.0,
-    "no_aug_epochs": 15, "simota_prior": "center", "iou_loss": "iou",
-    # schedule and EMA: YOLOv5's by default; official YOLOX's recipe sets yolox_cos and 0.9998
-    "scheduler": "linear", "warmup_quadratic": False, "ema_decay": 0.9999, "nesterov": False,
-    "nbs": 64,  # nominal batch: gradients accumulate until a step has seen this many images
-    "grad_clip": 0.0,  # max gradient norm, 0 = off (official YOLOX does not clip)
-    "optimizer": "SGD",  # SGD, Adam or AdamW (train.py --optimizer overrides it)
+
+@dataclass(frozen=True)
+class Hyp:
+    """One hyperparameter: its default (which also fixes its type), who reads it, what it means."""
+
+    default: object
+    reader: str               # optim, schedule, ema, train, augment, loss, assign; "yolov5" = accepted, unused
+    help: str
+    choices: tuple = ()       # the allowed values; empty = any value of the default's type
+    warn_missing: bool = True  # a hyp file without it gets a warning (False for keys added after YOLOv5's files)
+
+
+# Defaults are the seed's hyp.scratch.yolox.yaml (YOLOv5's recipe for YOLOX) unless said otherwise.
+HYPS: dict[str, Hyp] = {
+    # optimiser and schedule
+    "lr0": Hyp(0.01, "optim", "initial learning rate, applied to the mean gradient of nbs images"),
+    "lrf": Hyp(0.2, "schedule", "final learning rate as a fraction of lr0"),
+    "momentum": Hyp(0.937, "optim", "SGD momentum (beta1 for Adam and AdamW)"),
+    "weight_decay": Hyp(0.0005, "optim", "weight decay of conv and linear weights, per nbs images"),
+    "nesterov": Hyp(False, "optim", "Nesterov momentum (official YOLOX's recipe: true)", warn_missing=False),
+    "optimizer": Hyp("SGD", "optim", "SGD, Adam or AdamW (train.py --optimizer overrides it)",
+                     ("SGD", "Adam", "AdamW"), warn_missing=False),
+    "nbs": Hyp(64, "train", "nominal batch: gradients accumulate until a step has seen this many images",
+               warn_missing=False),
+    "grad_clip": Hyp(0.0, "train", "max gradient norm, 0 = off (official YOLOX does not clip)", warn_missing=False),
+    "warmup_epochs": Hyp(3.0, "schedule", "warm-up epochs (fractions allowed; at least 100 iterations)"),
+    "warmup_momentum": Hyp(0.8, "schedule", "momentum at the start of warm-up"),
+    "warmup_bias_lr": Hyp(0.1, "schedule", "bias learning rate at the start of warm-up"),
+    "warmup_quadratic": Hyp(False, "schedule", "official YOLOX's warm-up lr * (iter / warmup_iters) ** 2 from 0",
+                            warn_missing=False),
+    "scheduler": Hyp("linear", "schedule", "linear (YOLOv5), cos, or yolox_cos (official YOLOX's warm cosine)",
+                     ("linear", "cos", "yolox_cos"), warn_missing=False),
+    "ema_decay": Hyp(0.9999, "ema", "EMA decay (YOLOv5's; official YOLOX's recipe: 0.9998)", warn_missing=False),
+    "no_aug_epochs": Hyp(15, "train", "last epochs without mosaic and mixup, with the L1 loss on"),
+    # augmentation
+    "hsv_h": Hyp(0.015, "augment", "HSV hue gain (fraction)"),
+    "hsv_s": Hyp(0.7, "augment", "HSV saturation gain (fraction)"),
+    "hsv_v": Hyp(0.4, "augment", "HSV value gain (fraction)"),
+    "degrees": Hyp(0.0, "augment", "rotation (+/- degrees)"),
+    "translate": Hyp(0.1, "augment", "translation (+/- fraction)"),
+    "scale": Hyp(0.5, "augment", "scale gain: U(1 - scale, 1 + scale)"),
+    "shear": Hyp(0.0, "augment", "shear (+/- degrees)"),
+    "perspective": Hyp(0.0, "augment", "perspective (+/- fraction), 0-0.001"),
+    "flipud": Hyp(0.0, "augment", "up-down flip probability"),
+    "fliplr": Hyp(0.5, "augment", "left-right flip probability"),
+    "mosaic": Hyp(1.0, "augment", "mosaic probability"),
+    "mixup": Hyp(0.0, "augment", "mixup probability"),
+    "mixup_mode": Hyp("yolov5", "augment", "yolov5: blend two mosaics; yolox: official YOLOX's scale-jittered paste",
+                      ("yolov5", "yolox"), warn_missing=False),
+    "mixup_scale": Hyp([0.5, 1.5], "augment", "mixup_mode yolox: scale jitter of the pasted image",
+                       warn_missing=False),
+    "mixup_ratio": Hyp(0.5, "augment", "mixup_mode yolox: weight of the pasted image", warn_missing=False),
+    # loss and assignment
+    "simota_prior": Hyp("center", "assign", "SimOTA candidates: center (official YOLOX today) or box_or_center "
+                        "(official 2021-2022, yolox 0.3.0)", ("center", "box_or_center"), warn_missing=False),
+    "iou_loss": Hyp("iou", "loss", "box loss: iou (1 - IoU^2, official YOLOX) or giou", ("iou", "giou"),
+                    warn_missing=False),
+    # YOLOv5 keys that YOLOv5 hyp files carry: accepted so those files load, read by nothing here
+    "box": Hyp(0.05, "yolov5", "YOLOv5 box loss gain (unused)", warn_missing=False),
+    "cls": Hyp(0.5, "yolov5", "YOLOv5 class loss gain (unused)", warn_missing=False),
+    "cls_pw": Hyp(1.0, "yolov5", "YOLOv5 class BCE positive weight (unused)", warn_missing=False),
+    "obj": Hyp(1.0, "yolov5", "YOLOv5 objectness loss gain (unused)", warn_missing=False),
+    "obj_pw": Hyp(1.0, "yolov5", "YOLOv5 objectness BCE positive weight (unused)", warn_missing=False),
+    "copy_paste": Hyp(0.0, "yolov5", "segment copy-paste probability (unused: needs segment labels)",
+                      warn_missing=False),
 }
-CHOICES = {"mixup_mode": ("yolov5", "yolox"), "simota_prior": ("center", "box_or_center"),
-           "iou_loss": ("iou", "giou"), "scheduler": ("linear", "cos", "yolox_cos"),
-           "optimizer": ("SGD", "Adam", "AdamW")}
-OPTIONAL = {"box", "cls", "cls_pw", "obj", "obj_pw", "copy_paste", "scheduler", "warmup_quadratic",
-            "ema_decay", "nesterov", "nbs", "grad_clip", "optimizer", "simota_prior", "iou_loss", "mixup_mode", "mixup_scale", "mixup_ratio"}
+
+
+def defaults(reader: str | None = None) -> dict:
+    """{key: default} of every hyperparameter, or of those ``reader`` reads (fresh copies of lists)."""
+    return {k: list(h.default) if isinstance(h.default, list) else h.default
+            for k, h in HYPS.items() if reader is None or h.reader == reader}
+
+
+def choices(key: str) -> tuple:
+    """The allowed values of ``key`` (empty when any value of its type is allowed)."""
+    return HYPS[key].choices
+
+
+def check_value(key: str, value, source: str = "hyp") -> None:
+    """Raise ValueError naming ``source`` and ``key`` when value has the wrong type or is not allowed."""
+    spec = HYPS[key]
+    default = spec.default
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ValueError(f"{source}: hyperparameter {key!r} must be {type(default).__name__}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"{source}: hyperparameter {key!r} must be one of {spec.choices}, got {value!r}")
+
+
+def with_defaults(hyp: dict | None, source: str = "hyp") -> dict:
+    """A complete hyp dict from a partial one (None = all defaults): every given value checked, the rest
+    defaulted silently. For code that takes hyp=None or a few keys (the loader, the loss)."""
+    hyp = dict(hyp or {})
+    _check_keys(hyp, source)
+    for k, v in hyp.items():
+        check_value(k, v, source)
+    return {**defaults(), **hyp}
 
 
 def load_hyp(hyp) -> dict:
-    """A hyp file or dict checked against HYP_DEFAULTS: unknown keys and wrong types are errors,
-    missing keys are reported by name and take their defaults."""
+    """A hyp file (bare names find data/hyps/) or dict, checked: unknown keys and wrong values are errors,
+    missing keys are named in one warning (except those added after YOLOv5's files) and defaulted."""
     source = "hyp"
     if isinstance(hyp, (str, Path)):
-        source = str(hyp)
-        if not Path(hyp).is_file():
-            raise FileNotFoundError(f"hyperparameter file not found: {hyp}")
-        hyp = yaml.safe_load(Path(hyp).read_text()) or {}
+        hyp, path = read_mapping(hyp, "hyperparameter file", bundled=HYPS_DIR, empty_ok=True)
+        source = str(path)
     if not isinstance(hyp, dict):
         raise ValueError(f"{source}: hyperparameters must be a mapping")
-    unknown = [k for k in hyp if k not in HYP_DEFAULTS]
+    _check_keys(hyp, source)
+    missing = [k for k, h in HYPS.items() if k not in hyp and h.warn_missing]
+    if missing:
+        LOGGER.warning(f"{source}: missing hyperparameter(s) {', '.join(missing)}; using defaults")
+    return with_defaults(hyp, source)
+
+
+def _check_keys(hyp: dict, source: str) -> None:
+    unknown = [k for k in hyp if k not in HYPS]
     if unknown:
         hints = []
         for k in unknown:
-            close = difflib.get_close_matches(k, HYP_DEFAULTS, n=1)
+            close = difflib.get_close_matches(str(k), HYPS, n=1)
             hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(f"{source}: unknown hyperparameter(s) {', '.join(hints)}")
-    missing = [k for k in HYP_DEFAULTS if k not in hyp and k not in OPTIONAL]
-    if missing:
-        LOGGER.warning(f"{source}: missing hyperparameter(s) {', '.join(missing)}; using defaults")
-    out = {**HYP_DEFAULTS, **hyp}
-    for k, v in out.items():
-        default = HYP_DEFAULTS[k]
-        if isinstance(default, bool):
-            ok = isinstance(v, bool)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-        else:
-            ok = isinstance(v, type(default))
-        if not ok:
-            raise ValueError(f"{source}: hyperparameter {k!r} must be {type(default).__name__}, got {v!r}")
-        if k in CHOICES and v not in CHOICES[k]:
-            raise ValueError(f"{source}: hyperparameter {k!r} must be one of {CHOICES[k]}, got {v!r}")
-    return out

@@ -1,10 +1,11 @@
 """COCO json annotations: reading them as training labels, and the category id <-> class index maps."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from utils.yaml_io import read_mapping
 
 # COCO's 80 detection categories use ids 1..90 with gaps; class index i <-> COCO id COCO80_TO_91[i].
 COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -15,13 +16,7 @@ COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 2
 
 def read_coco_json(path, missing: str = "annotation file") -> dict:
     """A COCO annotation json as a dict, with clear errors for a missing, broken or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{missing} not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a valid json file ({e})") from None
+    data, path = read_mapping(path, missing)
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"{path}: not a COCO annotation file, '{key}' is missing")

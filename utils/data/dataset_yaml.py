@@ -10,25 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
+from utils.yaml_io import DATA_DIR, read_mapping
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 SPLITS = ("train", "val", "test")
 
 
 def load_data_config(path) -> dict:
     """The data yaml as a dict with absolute paths, ``names`` as a list and ``nc`` checked."""
-    path = Path(path)
-    if not path.is_file() and (DATA_DIR / path.name).is_file():
-        path = DATA_DIR / path.name  # "demo.yaml" or "coco.yaml" name the bundled files
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset description not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a dataset description must be a mapping")
+    data, path = read_mapping(path, "dataset description", bundled=DATA_DIR)  # "demo.yaml" finds data/demo.yaml
     data["yaml_file"] = str(path)
     root = Path(data.get("path") or ".")
     root = (path.parent / root).resolve() if not root.is_absolute() else root

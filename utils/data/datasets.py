@@ -19,18 +19,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, distributed
 
+from utils.config import with_defaults
 from utils.data import augment
+from utils.data.augment import LETTERBOX_MODES
 from utils.data.coco import CocoLabels
 from utils.data.image_io import imread
 from utils.data.label_cache import verify_dataset
 from utils.data.verify import IMG_FORMATS
 
 LOGGER = logging.getLogger("yolox5.data")
-# Augmentation hyperparameters used when a hyp dict leaves them out (YOLOv5's scratch values).
-AUG_DEFAULTS = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
-                "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
-                "mixup_mode": "yolov5", "mixup_scale": [0.5, 1.5], "mixup_ratio": 0.5}
-MIXUP_MODES = ("yolov5", "yolox")
 MAX_RETRIES = 10  # a failing image is replaced by another one this many times before giving up
 
 
@@ -68,12 +65,10 @@ class LoadImagesAndLabels(Dataset):
                  letterbox_mode="center", seed=0, workers=8, single_cls=False):
         if nc is None:
             raise ValueError("the number of classes (nc) is needed to check labels")
-        if letterbox_mode not in ("center", "topleft"):
-            raise ValueError(f"letterbox_mode must be 'center' or 'topleft', got {letterbox_mode!r}")
+        if letterbox_mode not in LETTERBOX_MODES:
+            raise ValueError(f"letterbox_mode must be one of {LETTERBOX_MODES}, got {letterbox_mode!r}")
         self.img_size, self.stride, self.augment, self.prefix = img_size, stride, augment, prefix
-        self.hyp = {**AUG_DEFAULTS, **(hyp or {})}
-        if self.hyp["mixup_mode"] not in MIXUP_MODES:
-            raise ValueError(f"hyp key 'mixup_mode' must be one of {MIXUP_MODES}, got {self.hyp['mixup_mode']!r}")
+        self.hyp = with_defaults(hyp)  # augmentation keys left out take utils/config.py's defaults
         self.letterbox_mode, self.seed = letterbox_mode, seed
         self.rect = rect and not augment  # mosaic needs square inputs
 

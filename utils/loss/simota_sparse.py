@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.boxes import pairwise_iou_cxcywh, paired_iou_cxcywh
+from utils.config import check_value
 
 # prior -> (centre radius in strides, penalty for a pair outside the prior, uses the GT box)
 PRIORS = {
@@ -109,8 +110,7 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     cost is summed as total-over-classes minus the GT class's negative term plus its positive term,
     which rounds differently from official's per-pair sum in the last bits only.
     """
-    if prior not in PRIORS:
-        raise ValueError(f"simota_prior must be one of {sorted(PRIORS)}, got {prior!r}")
+    check_value("simota_prior", prior)
     B, A, _ = cls_logits.shape
     T = gt_boxes.shape[0]
     device = pred_boxes.device

@@ -13,13 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.loss.simota_sparse import PRIORS, simota_assign
+from utils.config import with_defaults
+from utils.loss.simota_sparse import simota_assign
 from utils.boxes import giou_cxcywh, iou_cxcywh
 from utils.grid import make_grid
 
 IOU_WEIGHT = 5.0
-LOSS_DEFAULTS = {"simota_prior": "center", "iou_loss": "iou"}
-IOU_LOSSES = ("iou", "giou")
 
 
 class ComputeXLoss:
@@ -28,11 +27,7 @@ class ComputeXLoss:
         detect = model.detect
         if detect is None:
             raise ValueError("ComputeXLoss needs a model whose last layer is DetectX")
-        hyp = {**LOSS_DEFAULTS, **(hyp or {})}
-        if hyp["simota_prior"] not in PRIORS:
-            raise ValueError(f"hyp key 'simota_prior' must be one of {sorted(PRIORS)}, got {hyp['simota_prior']!r}")
-        if hyp["iou_loss"] not in IOU_LOSSES:
-            raise ValueError(f"hyp key 'iou_loss' must be one of {list(IOU_LOSSES)}, got {hyp['iou_loss']!r}")
+        hyp = with_defaults(hyp)  # checks simota_prior and iou_loss against their allowed values
         self.prior = hyp["simota_prior"]
         self.iou_loss = hyp["iou_loss"]
         self.nc = detect.nc

@@ -9,14 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from utils.config import check_value
 
-OPTIMIZERS = ("SGD", "Adam", "AdamW")
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool = False,
                     name: str = "SGD"):
     """Groups: 0 = BatchNorm weights (no decay), 1 = other weights (decay), 2 = biases (no decay).
     Warm-up moves each group's "momentum", which for Adam/AdamW is read back into beta1."""
+    check_value("optimizer", name)  # SGD, Adam or AdamW (utils/config.py)
     bn_weights, weights, biases = [], [], []
     norm_types = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
     for module in model.modules():
@@ -31,10 +32,8 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
                 weights.append(p)
     if name == "SGD":
         optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=nesterov)
-    elif name in ("Adam", "AdamW"):
+    else:  # Adam, AdamW: torch's classes of those names
         optimizer = getattr(torch.optim, name)(bn_weights, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
-    else:
-        raise ValueError(f"optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
     optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
     optimizer.add_param_group({"params": biases, "weight_decay": 0.0})
     return optimizer

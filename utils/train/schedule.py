@@ -10,11 +10,12 @@ import math
 
 import numpy as np
 
+from utils.config import check_value
+
 
 class LRSchedule:
     def __init__(self, kind: str, epochs: int, lrf: float, warmup_epochs: float = 0.0, no_aug_epochs: int = 0):
-        if kind not in ("linear", "cos", "yolox_cos"):
-            raise ValueError(f"unknown scheduler {kind!r}; known: linear, cos, yolox_cos")
+        check_value("scheduler", kind)
         self.kind, self.epochs, self.lrf = kind, epochs, lrf
         self.warmup_epochs, self.no_aug_epochs = warmup_epochs, no_aug_epochs
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from utils.config import choices
 from utils.yaml_io import DATA_DIR, read_mapping
@@ -83,26 +82,12 @@ def main(argv=None):
     opt = apply_defaults(parse_opt(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from utils.devices import dist_context
-    from utils.runs import increment_path
-    from utils.train.trainer import Trainer
+    from utils.train.trainer import Trainer, prepare_save_dir
 
     ctx = dist_context(opt.local_rank)
     if not opt.resume:
-        opt.save_dir = str(Path(opt.project) / opt.name) if not ctx.is_main else str(increment_path(Path(opt.project) / opt.name, opt.exist_ok))
-        if ctx.distributed:  # every process must use rank 0's numbered folder
-            opt.save_dir = _shared_save_dir(opt, ctx)
+        opt.save_dir = prepare_save_dir(opt, ctx)
     return Trainer(opt).train()
-
-
-def _shared_save_dir(opt, ctx):
-    import torch.distributed as dist
-
-    from utils.devices import init_distributed, select_device
-
-    init_distributed(ctx, select_device(opt.device, ctx))
-    box = [opt.save_dir]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 if __name__ == "__main__":

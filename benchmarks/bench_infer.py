@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from benchmarks import load_average, median_seconds
-from models.yolo import Model, load_model
+from models.weights import load_model
+from models.yolo import Model
 from models.yolox_official import project_to_official
 from utils.data.augment import letterbox
 from utils.checkpoints import save_checkpoint

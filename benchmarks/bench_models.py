@@ -42,7 +42,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from models.yolo import Model, load_model
+from models.weights import load_model
+from models.yolo import Model
 from tests.reference import OFFICIAL_SIZES, build_official, official_yolox, randomize_bn
 
 # Model -> input side for its GFLOPs and max|diff| (official YOLOX evaluates nano/tiny at 416).

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
-from models.heads.yolox import DetectX, YOLOXHead
+from models.heads import DetectX, YOLOXHead
 
 
 @dataclass(frozen=True)

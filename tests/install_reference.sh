@@ -1,10 +1,23 @@
 #!/usr/bin/env bash
-# Install the official YOLOX package as a test reference. Its sdist compiles a C++ op whose
-# setup.py imports torch, and it pins old onnx versions, hence --no-deps --no-build-isolation
-# (what it imports at runtime comes with the project's [dev] extra).
+# Install the official YOLOX references of the tests.
+# 1. yolox 0.3.0 (official 2021-2022, the box_or_center prior) into this environment. Its sdist compiles a
+#    C++ op whose setup.py imports torch, and it pins old onnx versions, hence --no-deps --no-build-isolation
+#    (what it imports at runtime comes with the project's [dev] extra).
+# 2. official YOLOX's current code (pixeltable-yolox 0.4.3, the center prior) into .venv/yolox-current: it
+#    also imports as `yolox`, so it gets its own environment, which sees this one's torch and the rest
+#    (--system-site-packages). tests/yolox_current_reference.py runs in it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 if python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('yolox') is None)"; then
   echo "official yolox already installed"
 else
   python -m pip install --no-deps --no-build-isolation "yolox==0.3.0"
+fi
+current=.venv/yolox-current
+if [ -x "$current/bin/python" ] && "$current/bin/python" -c "import importlib.metadata as m; assert m.version('pixeltable-yolox') == '0.4.3'" 2>/dev/null; then
+  echo "official YOLOX's current code already in $current"
+else
+  rm -rf "$current"
+  python -m venv --system-site-packages "$current"
+  "$current/bin/python" -m pip install -q --no-deps "pixeltable-yolox==0.4.3"
 fi

@@ -2,7 +2,8 @@
 
 ``reference_losses`` loops over images and GTs like the official code (one topk per GT, one argmin
 per contested anchor), for both priors; ``official_losses`` calls the official package's
-``YOLOXHead.get_losses`` (yolox 0.3.0 implements the 2021-2022 ``box_or_center`` prior).
+``YOLOXHead.get_losses`` (yolox 0.3.0 implements the 2021-2022 ``box_or_center`` prior; the current code,
+pixeltable-yolox, the ``center`` prior: tests/yolox_current_reference.py runs it in its own environment).
 """
 from __future__ import annotations
 
@@ -133,12 +134,41 @@ def reference_losses(preds, targets, strides, nc, prior="center", use_l1=False, 
     return items, per_image
 
 
-def official_losses(preds, targets, strides, nc, use_l1=False):
-    """Loss items from the official package's YOLOXHead.get_losses (yolox 0.3.0: box_or_center)."""
-    from yolox.models import YOLOXHead
-
-    head = YOLOXHead(nc, width=0.25, strides=list(strides))
+def official_losses(preds, targets, strides, nc, use_l1=False, head_class=None):
+    """Loss items from the official package's YOLOXHead.get_losses (yolox 0.3.0: box_or_center; the current
+    code, pixeltable-yolox's YoloxHead: center)."""
+    head, raw, decoded, x, y, s, labels = _official_inputs(preds, targets, strides, nc, head_class)
     head.use_l1 = use_l1
+    sizes = [p.shape[2] * p.shape[3] for p in preds]
+    split = lambda t: list(torch.split(t[None], sizes, dim=1))  # noqa: E731
+    origin = list(torch.split(raw[..., :4], sizes, dim=1))
+    out = head.get_losses(None, split(x), split(y), split(s), labels, decoded, origin, torch.float32)
+    loss, iou, obj, cls, l1 = out[:5]
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in (iou, obj, cls, l1)])
+
+
+def official_assignments(preds, targets, strides, nc, head_class=None):
+    """Per image (fg mask [A], matched GT per foreground anchor) from the official head's get_assignments,
+    called as its get_losses calls it (the current code's signature: pixeltable-yolox's YoloxHead)."""
+    head, raw, decoded, x, y, s, labels = _official_inputs(preds, targets, strides, nc, head_class)
+    out = []
+    for b in range(raw.shape[0]):
+        num_gt = int((labels[b].sum(1) > 0).sum())
+        if num_gt == 0:
+            out.append((torch.zeros(raw.shape[1], dtype=torch.bool), torch.zeros(0, dtype=torch.long)))
+            continue
+        _, fg, _, matched, _ = head.get_assignments(b, num_gt, labels[b, :num_gt, 1:5], labels[b, :num_gt, 0],
+                                                    decoded[b, :, :4], s[None], x[None], y[None], decoded[..., 5:],
+                                                    decoded[..., 4:5])
+        out.append((fg, matched))
+    return out
+
+
+def _official_inputs(preds, targets, strides, nc, head_class):
+    if head_class is None:
+        from yolox.models import YOLOXHead as head_class
+
+    head = head_class(nc, width=0.25, strides=list(strides))
     raw, decoded, x, y, s = flatten_preds(preds, strides)
     B = raw.shape[0]
     in_h, in_w = preds[0].shape[2] * strides[0], preds[0].shape[3] * strides[0]
@@ -148,9 +178,4 @@ def official_losses(preds, targets, strides, nc, use_l1=False):
     for b, (c, boxes) in enumerate(per_image):
         labels[b, :len(c), 0] = c.float()
         labels[b, :len(c), 1:] = boxes
-    sizes = [p.shape[2] * p.shape[3] for p in preds]
-    split = lambda t: list(torch.split(t[None], sizes, dim=1))  # noqa: E731
-    origin = list(torch.split(raw[..., :4], sizes, dim=1))
-    out = head.get_losses(None, split(x), split(y), split(s), labels, decoded, origin, torch.float32)
-    loss, iou, obj, cls, l1 = out[:5]
-    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in (iou, obj, cls, l1)])
+    return head, raw, decoded, x, y, s, labels

@@ -12,26 +12,22 @@ import sys
 import pytest
 import torch
 
-from models.yolo import Model, load_model
+from models.weights import load_model
+from models.yolo import Model
 from tests.simota_reference import official_losses
-from tests.test_loss import CASES, STRIDES, loss_fn_assignment, make_model, random_preds, random_targets
-from tests.test_train import ROOT, base_args, run_train, tiny_data  # noqa: F401 (tiny_data is a fixture)
-from utils.loss.yolox_loss import ComputeXLoss
+from tests.support import ASSIGNMENT_CASES as CASES
+from tests.support import ROOT, STRIDES, case_inputs, free_port, random_targets, run_train, train_args
+from tests.support import tiny_detect_model as make_model
+from utils.loss import ComputeXLoss
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CUDA = torch.device("cuda", 0)
 
 
 def cuda_args(data, project, name, epochs=2, device="0"):
-    args = base_args(data, project, name, epochs=epochs)
+    args = train_args(data, project, name, epochs=epochs)
     args[args.index("--device") + 1] = device
     return args
-
-
-def case_inputs(case, nc, seed):
-    spec = dict(CASES[case])
-    counts = spec.pop("counts")
-    return random_preds(len(counts), nc, seed=seed), random_targets(counts, nc, seed=seed + 1, **spec)
 
 
 @pytest.mark.parametrize("prior", ["center", "box_or_center"])
@@ -41,10 +37,10 @@ def test_assignment_and_loss_on_cuda_equal_cpu(case, prior):
     preds, targets = case_inputs(case, nc, seed=len(case))
     loss_fn = ComputeXLoss(make_model(nc), {"simota_prior": prior})
     loss_fn.use_l1 = True
-    cpu = loss_fn_assignment(loss_fn, preds, targets)
+    cpu = loss_fn.assign(preds, targets)
     _, items_cpu = loss_fn(preds, targets)
     preds_gpu, targets_gpu = [p.to(CUDA) for p in preds], targets.to(CUDA)
-    gpu = loss_fn_assignment(loss_fn, preds_gpu, targets_gpu)
+    gpu = loss_fn.assign(preds_gpu, targets_gpu)
     _, items_gpu = loss_fn(preds_gpu, targets_gpu)
     assert items_gpu.device.type == "cuda"
     assert torch.equal(gpu.fg_mask.cpu(), cpu.fg_mask), "foreground masks differ between CUDA and CPU"
@@ -99,7 +95,7 @@ def test_float16_amp_steps_are_finite_and_close_to_float32():
     assert scaler.get_scale() > 0
 
 
-def test_train_on_cuda_with_amp_end_to_end(tiny_data, tmp_path):  # noqa: F811
+def test_train_on_cuda_with_amp_end_to_end(tiny_data, tmp_path):  
     r = run_train(cuda_args(tiny_data, tmp_path, "gpu"), cwd=ROOT)
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
@@ -118,10 +114,10 @@ def ddp_command(module, nproc, port, args):
             str(ROOT / "train.py"), *args]
 
 
-def test_ddp_nccl_with_sync_bn(tiny_data, tmp_path):  # noqa: F811
+def test_ddp_nccl_with_sync_bn(tiny_data, tmp_path):  
     n = min(torch.cuda.device_count(), 2)
     devices = ",".join(str(i) for i in range(n))
-    cmd = ddp_command("torch.distributed.run", n, 29541, [*cuda_args(tiny_data, tmp_path, "nccl", 1, devices), "--sync-bn"])
+    cmd = ddp_command("torch.distributed.run", n, free_port(), [*cuda_args(tiny_data, tmp_path, "nccl", 1, devices), "--sync-bn"])
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
@@ -133,8 +129,8 @@ def test_ddp_nccl_with_sync_bn(tiny_data, tmp_path):  # noqa: F811
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
 
 
-def test_legacy_launch_passes_local_rank_on_cuda(tiny_data, tmp_path):  # noqa: F811
-    cmd = ddp_command("torch.distributed.launch", 1, 29542, cuda_args(tiny_data, tmp_path, "launch", 1))
+def test_legacy_launch_passes_local_rank_on_cuda(tiny_data, tmp_path):  
+    cmd = ddp_command("torch.distributed.launch", 1, free_port(), cuda_args(tiny_data, tmp_path, "launch", 1))
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (tmp_path / "launch" / "weights" / "last.pt").is_file()

@@ -1,9 +1,9 @@
-"""DetectX: the prediction layer of YOLOX's decoupled head.
+"""YOLOX's decoupled head on the head contract (models/heads/base.py): its decoder, DetectX and YOLOXHead.
 
-Inputs come in (cls, reg) pairs per level, e.g. ``[[27, 28, 29, 30, 31, 32], 1, DetectX, [nc, anchors]]``
-= cls0, reg0, cls1, reg1, cls2, reg2: the stems and the stacked 3x3 convs of each branch are
-ordinary YAML layers, so their activation is a YAML choice. DetectX owns the 1x1 prediction convs:
-cls (nc) from the cls branch, reg (4) and obj (1) from the reg branch, as official YOLOX.
+DetectX takes (cls, reg) feature pairs per level, e.g. ``[[27, 28, 29, 30, 31, 32], 1, DetectX, [nc, anchors]]``
+= cls0, reg0, cls1, reg1, cls2, reg2: the stems and the stacked 3x3 convs of each branch are ordinary
+YAML layers, so their activation is a YAML choice. DetectX owns the 1x1 prediction convs: cls (nc)
+from the cls branch, reg (4) and obj (1) from the reg branch, as official YOLOX.
 
 Train mode returns, per level, the raw [B, 5 + nc, H, W] = cat(reg, obj, cls) logits.
 Eval mode returns [B, N, 5 + nc]: cx, cy, w, h in input pixels, then sigmoid(obj), sigmoid(cls),
@@ -17,34 +17,55 @@ import math
 import torch
 from torch import nn
 
-from utils.grid import make_grid
+from models.heads.base import BoxDecoder, DetectionHead
 
 LOGGER = logging.getLogger("yolox5.models")
 PRIOR_PROB = 0.01  # official initialize_biases(1e-2): cls and obj biases start at -4.59512
 
 
-class DetectX(nn.Module):
+class YOLOXDecoder(BoxDecoder):
+    """Official YOLOX decoding: per anchor (x, y) offsets in cells from the cell's top-left corner and
+    log (w, h) in strides; sigmoid objectness and sigmoid class scores."""
+
+    name = "yolox"
+    maps = ("reg", "obj", "cls")
+    has_objectness = True
+    description = ("reg_s [B, 4, H, W] raw (x, y cell offsets, log w, log h), obj_s [B, 1, H, W] sigmoid, "
+                   "cls_s [B, nc, H, W] sigmoid; box = ((x, y) + cell) * s, exp(log w, log h) * s")
+
+    def channels(self, nc: int) -> tuple[int, ...]:
+        return (4, 1, nc)
+
+    def activate(self, logits: tuple) -> tuple:
+        reg, obj, cls = logits
+        return reg, obj.sigmoid(), cls.sigmoid()
+
+    def boxes(self, reg: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+        # concatenation, not in-place slice writes: those export as ScatterND, which 8-bit NPUs refuse
+        return torch.cat(((reg[..., 0:2] + grid) * stride, torch.exp(reg[..., 2:4]) * stride), -1)
+
+    def decode(self, flat: torch.Tensor, grid: torch.Tensor, stride: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.boxes(flat[..., :4], grid, stride), flat[..., 4:]), -1)
+
+
+class DetectX(DetectionHead):
+    loss = "yolox"
+
     def __init__(self, nc=80, anchors=1, ch=()):
-        super().__init__()
         if isinstance(anchors, (list, tuple)) or anchors != 1:
             raise ValueError(f"DetectX is anchor-free: anchors must be 1, got {anchors!r}")
         if not isinstance(nc, int) or nc < 1:
             raise ValueError(f"DetectX needs a positive integer nc, got {nc!r}")
         if len(ch) < 2 or len(ch) % 2:
             raise ValueError(f"DetectX takes (cls, reg) input pairs per level, got {len(ch)} inputs")
-        self.nc = nc
+        super().__init__(nc, len(ch) // 2)
+        self.decoder = YOLOXDecoder()
         self.no = nc + 5  # outputs per anchor: x, y, w, h, obj, classes
-        self.nl = len(ch) // 2
         cls_ch, reg_ch = ch[0::2], ch[1::2]
         # Registration order cls, reg, obj matches official YOLOXHead's state_dict order.
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, nc, 1) for c in cls_ch)
         self.reg_preds = nn.ModuleList(nn.Conv2d(c, 4, 1) for c in reg_ch)
         self.obj_preds = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in reg_ch)
-        self.stride = torch.ones(self.nl)  # set by Model from a dry run; not part of the state_dict
-        self._grid_cache: dict = {}
-        # Per-instance export switch: forward returns per level the (reg, obj, cls) logits of the
-        # prediction convs, [B, 4 | 1 | nc, H, W], so exporters lay outputs out without slicing.
-        self.export_levels = False
         self.initialize_biases()
 
     def initialize_biases(self, prior_prob: float = PRIOR_PROB) -> None:
@@ -62,35 +83,10 @@ class DetectX(nn.Module):
             sizes.append(reg_shape)
         return sizes
 
-    def forward(self, xs: list[torch.Tensor]):
-        levels = [(self.reg_preds[i](xs[2 * i + 1]), self.obj_preds[i](xs[2 * i + 1]), self.cls_preds[i](xs[2 * i]))
-                  for i in range(self.nl)]
-        if self.export_levels:
-            return levels
-        outputs = []
-        for reg, obj, cls in levels:
-            if self.training:
-                outputs.append(torch.cat((reg, obj, cls), 1))  # [B, 5 + nc, H, W] logits
-            else:
-                outputs.append(torch.cat((reg, obj.sigmoid(), cls.sigmoid()), 1))
-        if self.training:
-            return outputs
-        shapes = [tuple(o.shape[2:]) for o in outputs]
-        # [B, 5 + nc, H, W] per level -> [B, N, 5 + nc]
-        out = torch.cat([o.flatten(start_dim=2) for o in outputs], dim=2).permute(0, 2, 1)
-        return self.decode(out, shapes)
-
-    def decode(self, out: torch.Tensor, shapes) -> torch.Tensor:
-        """Raw xy offsets and log-wh of [B, N, 5 + nc] to input-pixel cx, cy, w, h."""
-        grid, stride = self.grid(shapes, out.dtype, out.device)
-        return torch.cat(((out[..., 0:2] + grid) * stride, torch.exp(out[..., 2:4]) * stride, out[..., 4:]), dim=-1)
-
-    def grid(self, shapes, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached per (shapes, strides, dtype, device): eval at one size builds it once."""
-        key = (tuple(shapes), tuple(self.stride.tolist()), dtype, device)
-        if key not in self._grid_cache:
-            self._grid_cache = {key: make_grid(shapes, self.stride.tolist(), dtype, device)}
-        return self._grid_cache[key]
+    def logits(self, xs: list[torch.Tensor]) -> list[tuple]:
+        """Per level (reg [B, 4, H, W], obj [B, 1, H, W], cls [B, nc, H, W]) logits."""
+        return [(self.reg_preds[i](xs[2 * i + 1]), self.obj_preds[i](xs[2 * i + 1]), self.cls_preds[i](xs[2 * i]))
+                for i in range(self.nl)]
 
 
 class YOLOXHead(DetectX):
@@ -121,9 +117,9 @@ class YOLOXHead(DetectX):
     def level_sizes(self, xs: list[torch.Tensor]) -> list[tuple[int, int]]:
         return [tuple(x.shape[-2:]) for x in xs]
 
-    def forward(self, xs: list[torch.Tensor]):
+    def logits(self, xs: list[torch.Tensor]) -> list[tuple]:
         feats = []
         for x, stem, cls_convs, reg_convs in zip(xs, self.stems, self.cls_convs, self.reg_convs):
             x = stem(x)
             feats += [cls_convs(x), reg_convs(x)]
-        return super().forward(feats)
+        return super().logits(feats)

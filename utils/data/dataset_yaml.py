@@ -57,3 +57,17 @@ def _absolute(value, root: Path):
         return [_absolute(v, root) for v in value]
     p = Path(value)
     return str(p if p.is_absolute() else root / p)
+
+
+def has_split(data: dict, split: str) -> bool:
+    return bool(data.get(split) or (data.get(f"{split}_json") and data.get(f"{split}_images")))
+
+
+def split_source(data: dict, split: str) -> dict:
+    """create_dataloader's source keywords for a split: its COCO json and images folder when both are
+    given, else its images (a folder, a .txt list, or a list of those; YOLO labels beside them)."""
+    if data.get(f"{split}_json") and data.get(f"{split}_images"):
+        return {"path": None, "json": data[f"{split}_json"], "images_dir": data[f"{split}_images"]}
+    if data.get(split):
+        return {"path": data[split]}
+    raise ValueError(f"{data.get('yaml_file', 'the dataset')}: no '{split}' split")

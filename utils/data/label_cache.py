@@ -126,4 +126,7 @@ def _save(path: Path, result: VerifiedSet, sig: str) -> None:
         os.replace(tmp, path)
     except OSError as e:  # a read-only dataset still trains, it just verifies every time
         LOGGER.warning(f"{path}: cache not written ({e})")
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            Path(tmp).unlink(missing_ok=True)
+        except OSError:  # no folder to write in: nothing was written either
+            pass

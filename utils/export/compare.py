@@ -1,15 +1,14 @@
 """How close a converted model (OpenVINO IR, RKNN, int8 ONNX) is to the float32 torch model.
 
-    comparison = compare_with_torch(run, wrapped, model, held, layout, strides, names, path="m.int8.xml",
-                                    runtime="OpenVINO CPU")
+    comparison = compare_with_torch(run, wrapped, model, held, path="m.int8.xml", runtime="OpenVINO CPU")
     print(comparison.text())          # cosine per output, decoded boxes and scores, top-100 agreement
 
 ``run`` is the converted model as a function: a float32 batch [B, 3, H, W] (BGR 0-255, letterboxed) in,
-its outputs (numpy, in the order of ``names``) out. Three comparisons on the same images:
+its outputs (numpy, in the order of the ExportModel's ``format.names``) out. Three comparisons on the same images:
 
 1. each output against the traced torch module (``wrapped``, the ExportModel that wrote the ONNX):
    max |diff| and cosine similarity, the figure NPU toolchains print for a quantised layer;
-2. (every layout but ``nms``) the outputs decoded by our post-processing (utils/export/layouts.py) against
+2. (every layout but ``nms``) the outputs decoded by the head's decoder (utils/export/layouts.py) against
    the eval output of the model as loaded: boxes in pixels and scores (obj * cls);
 3. detection agreement: both sides through our NMS (val.py's settings), and the share of torch's
    top-100 detections per image that the converted model also finds among its own detections (up to
@@ -141,18 +140,22 @@ class ConversionComparison:
         return "\n".join(out)
 
 
-def detections(outputs: Sequence, layout: str, strides: Sequence[float], max_det: int = MAX_DET) -> list[torch.Tensor]:
-    """Per image [K, 6] (x1, y1, x2, y2, score, class), K <= max_det, from a model's outputs in ``layout``:
-    decoded by our post-processing and through our NMS, or the rows an ``nms`` export keeps."""
-    from utils.export.layouts import decode_outputs
-    from utils.infer.nms import non_max_suppression
-
-    if layout != "nms":
-        return non_max_suppression(decode_outputs(outputs, layout, strides), NMS_CONF, NMS_IOU, max_det=max_det)
+def detections(outputs: Sequence, fmt, max_det: int = MAX_DET) -> list[torch.Tensor]:
+    """Per image [K, 6] (x1, y1, x2, y2, score, class), K <= max_det, from a model's outputs in the format
+    ``fmt`` (an OutputFormat): decoded and through our NMS, or the rows an ``nms`` export keeps."""
+    if fmt.layout != "nms":
+        return eval_detections(fmt.decode(outputs), max_det)
     num, boxes, scores, classes = (torch.as_tensor(np.asarray(o)) for o in outputs)
     counts = [int(n) for n in num.reshape(-1).tolist()]  # int32 in the file; float where torch's were cast
     return [torch.cat((boxes[b, :n].float(), scores[b, :n, None].float(), classes[b, :n, None].float()), 1)[:max_det]
             for b, n in enumerate(counts)]
+
+
+def eval_detections(decoded: torch.Tensor, max_det: int = MAX_DET) -> list[torch.Tensor]:
+    """An eval output [B, N, 5 + nc] through our NMS with val.py's thresholds."""
+    from utils.infer.nms import non_max_suppression
+
+    return non_max_suppression(decoded, NMS_CONF, NMS_IOU, max_det=max_det)
 
 
 def _torch_run(module: torch.nn.Module) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -187,23 +190,24 @@ def compare_outputs(got: Sequence[np.ndarray], want: Sequence[np.ndarray], names
 
 
 def compare_with_torch(run: Callable[[np.ndarray], Sequence], wrapped: torch.nn.Module, reference: torch.nn.Module,
-                       images: np.ndarray, layout: str, strides: Sequence[float], names: Sequence[str], path,
-                       runtime: str, batch_size: int = 1, top_k: int = TOP_K) -> ConversionComparison:
-    """Run the converted model and float32 torch on ``images`` [n, 3, H, W] and compare (see the module doc)."""
+                       images: np.ndarray, path, runtime: str, batch_size: int = 1,
+                       top_k: int = TOP_K) -> ConversionComparison:
+    """Run the converted model and float32 torch on ``images`` [n, 3, H, W] and compare (see the module doc).
+    ``wrapped`` is the ExportModel the converted file came from: its ``format`` says what the outputs are."""
     from utils.export.verify import boxes_scores
-    from utils.export.layouts import decode_outputs
 
+    fmt = wrapped.format
     images = np.ascontiguousarray(images, dtype=np.float32)
-    got = _run_all(run, images, batch_size, len(names))
-    want = _run_all(_torch_run(wrapped), images, batch_size, len(names))
-    result = ConversionComparison(Path(path), runtime, len(images), compare_outputs(got, want, names))
-    if layout != "nms":  # the decoded output of the model as loaded (before fusion and rewriting)
+    got = _run_all(run, images, batch_size, len(fmt.names))
+    want = _run_all(_torch_run(wrapped), images, batch_size, len(fmt.names))
+    result = ConversionComparison(Path(path), runtime, len(images), compare_outputs(got, want, fmt.names))
+    if fmt.layout != "nms":  # the decoded output of the model as loaded (before fusion and rewriting)
         eval_out = torch.from_numpy(np.concatenate(_run_all(_torch_run(reference), images, batch_size, 1)))
-        (box_g, score_g), (box_w, score_w) = boxes_scores(decode_outputs(got, layout, strides)), boxes_scores(eval_out)
+        (box_g, score_g), (box_w, score_w) = boxes_scores(fmt.decode(got)), boxes_scores(eval_out)
         for n, g, w in (("decoded boxes (px)", box_g, box_w), ("decoded scores", score_g, score_w)):
             result.lines.append((n, max_diff(g, w), max_abs(w), cosine(g, w)))
-        ref_dets = detections([eval_out], "decoded", strides, top_k)
+        ref_dets = eval_detections(eval_out, top_k)
     else:
-        ref_dets = detections(want, layout, strides, top_k)
-    result.agreement = detection_agreement(ref_dets, detections(got, layout, strides), top_k)
+        ref_dets = detections(want, fmt, top_k)
+    result.agreement = detection_agreement(ref_dets, detections(got, fmt), top_k)
     return result

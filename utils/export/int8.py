@@ -3,7 +3,7 @@
     images = calibration_images("data/demo.yaml", n=100, imgsz=(640, 640), letterbox_mode="center")
     quantize_int8("m.onnx", "m.int8.onnx", images, batch_size=1)
     held = calibration_images("data/demo.yaml", 8, (640, 640), split="val", purpose="int8 check")
-    print(compare_int8("m.onnx", "m.int8.onnx", held, layout, strides, output_names).text())
+    print(compare_int8("m.onnx", "m.int8.onnx", held, fmt).text())   # fmt: the export's OutputFormat
 
 Calibration uses N images of the dataset, letterboxed exactly as the model sees them (BGR 0-255,
 float, no normalisation), not random noise: activation ranges come from real data. Quantisation is
@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -138,10 +137,9 @@ class Int8Comparison:
         return "\n".join(out)
 
 
-def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides: Sequence[float],
-                 names: Sequence[str], batch_size: int = 1) -> Int8Comparison:
-    """Run both files on ``images`` and compare every output, and (except nms) decoded boxes and scores."""
-    from utils.export.layouts import decode_outputs
+def compare_int8(fp32_path, int8_path, images: np.ndarray, fmt, batch_size: int = 1) -> Int8Comparison:
+    """Run both files on ``images`` and compare every output, and (except nms) decoded boxes and scores.
+    fmt: the OutputFormat of both files (utils/export/layouts.py)."""
     from utils.export.verify import boxes_scores, ort_session
 
     fp32, int8 = ort_session(fp32_path), ort_session(int8_path)
@@ -151,14 +149,13 @@ def compare_int8(fp32_path, int8_path, images: np.ndarray, layout: str, strides:
         a_all.append(fp32.run(None, {name: batch}))
         b_all.append(int8.run(None, {name: batch}))
     result = Int8Comparison(Path(int8_path), len(images))
-    outs_a = [np.concatenate([o[k] for o in a_all]) for k in range(len(names))]
-    outs_b = [np.concatenate([o[k] for o in b_all]) for k in range(len(names))]
-    for n, a, b in zip(names, outs_a, outs_b):
+    outs_a = [np.concatenate([o[k] for o in a_all]) for k in range(len(fmt.names))]
+    outs_b = [np.concatenate([o[k] for o in b_all]) for k in range(len(fmt.names))]
+    for n, a, b in zip(fmt.names, outs_a, outs_b):
         result.lines.append((n, max_diff(a, b), max_abs(a), cosine(a, b)))
-    if layout != "nms":
-        (box_a, score_a), (box_b, score_b) = (boxes_scores(decode_outputs(o, layout, strides)) for o in (outs_a, outs_b))
+    if fmt.layout != "nms":
+        (box_a, score_a), (box_b, score_b) = (boxes_scores(fmt.decode(o)) for o in (outs_a, outs_b))
         for n, a, b in (("decoded boxes (px)", box_a, box_b), ("decoded scores", score_a, score_b)):
             result.lines.append((n, max_diff(a, b), max_abs(a), cosine(a.numpy(), b.numpy())))
-    result.agreement = detection_agreement(detections(outs_a, layout, strides, max_det=TOP_K),
-                                           detections(outs_b, layout, strides))
+    result.agreement = detection_agreement(detections(outs_a, fmt, max_det=TOP_K), detections(outs_b, fmt))
     return result

@@ -26,6 +26,14 @@ from utils.infer.nms import nms
 MIN_OPSET = 10  # NonMaxSuppression-10, TopK-10 (k as an input)
 
 
+def check_nms_args(max_det, iou_thres, conf_thres) -> None:
+    if int(max_det) < 1:
+        raise ValueError(f"max_det must be >= 1, got {max_det}")
+    for name, v in (("iou_thres", iou_thres), ("conf_thres", conf_thres)):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+
+
 class _NonMaxSuppression(torch.autograd.Function):
     """ONNX NonMaxSuppression (center_point_box 0); forward computes the same in torch for tracing."""
 
@@ -69,11 +77,7 @@ class EndToEndNMS(nn.Module):
 
     def __init__(self, max_det: int = 100, iou_thres: float = 0.45, conf_thres: float = 0.25):
         super().__init__()
-        if int(max_det) < 1:
-            raise ValueError(f"max_det must be >= 1, got {max_det}")
-        for name, v in (("iou_thres", iou_thres), ("conf_thres", conf_thres)):
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        check_nms_args(max_det, iou_thres, conf_thres)
         self.max_det, self.iou_thres, self.conf_thres = int(max_det), float(iou_thres), float(conf_thres)
 
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor):

@@ -1,12 +1,12 @@
 """Checks an export against torch: onnx.checker, onnxruntime on a real-size input, max |diff| per output.
 
-    result = verify_onnx("m.onnx", wrapped, im, layout="per-level", strides=[8, 16, 32], reference=model)
+    result = verify_onnx("m.onnx", wrapped, im, reference=model)   # wrapped: the traced ExportModel
     print(result.text()); result.raise_if_failed()
 
 Two comparisons per export:
 1. every output of the file against the traced torch module on the same input (the export itself);
 2. for the decoded / per-level / split layouts, the file's outputs decoded by our post-processing
-   (utils/export/layouts.decode_outputs) against the eval output of ``reference`` (the model as loaded,
+   (the ExportModel's OutputFormat.decode) against the eval output of ``reference`` (the model as loaded,
    before BN fusion and Focus rewriting), compared as boxes (input pixels) and scores (obj * cls).
 A difference is acceptable when max |a - b| <= atol + rtol * max |b|: float32 1e-3 and 1e-3 (a deep
 net's own float32 noise reaches ~1e-4 of the output range: torch float32 against float64 differs that
@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.export.layouts import decode_outputs
+from models.heads.base import boxes_and_scores
+from utils.export.layouts import OutputFormat
 
 TOLERANCES = {torch.float32: (1e-3, 1e-3), torch.float16: (2e-2, 1e-2)}  # (atol, rtol)
 # a float16 file's decoded outputs against the float32 model: exp() turns float16's 1e-3 relative error
@@ -122,17 +123,16 @@ def _torch_outputs(module, x: torch.Tensor) -> list[np.ndarray]:
 
 
 def boxes_scores(decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(boxes [B, N, 4] cx, cy, w, h, scores [B, N, nc] = obj * cls) of an eval output [B, N, 5 + nc]."""
-    decoded = decoded.float()
-    return decoded[..., :4], decoded[..., 5:] * decoded[..., 4:5]
+    """(boxes [B, N, 4], scores [B, N, nc]) of an eval output, in float32 (models.heads.base.boxes_and_scores)."""
+    return boxes_and_scores(decoded.float())
 
 
-def compare_outputs(got: Sequence[np.ndarray], want: Sequence[np.ndarray], names: Sequence[str], layout: str,
-                    atol: float, rtol: float, suffix: str = "", half: bool = False) -> list[Diff]:
+def compare_outputs(got: Sequence[np.ndarray], want: Sequence[np.ndarray], fmt: OutputFormat, atol: float,
+                    rtol: float, suffix: str = "", half: bool = False) -> list[Diff]:
     """One Diff per output; the nms layout is compared by compare_nms."""
-    if layout == "nms":
+    if fmt.layout == "nms":
         return compare_nms(got, want, atol, rtol, suffix, tie=NMS_TIE[half], count_share=NMS_COUNT_SHARE[half])
-    return [diff(n + suffix, g, w, atol, rtol) for n, g, w in zip(names, got, want)]
+    return [diff(n + suffix, g, w, atol, rtol) for n, g, w in zip(fmt.names, got, want)]
 
 
 NMS_TIE = {False: 1e-5, True: 1e-2}  # scores this close may swap order / cross a threshold (float32, float16)
@@ -185,9 +185,11 @@ def compare_nms(got, want, atol: float, rtol: float, suffix: str = "", tie: floa
     return diffs
 
 
-def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[float], names: Sequence[str],
-                reference=None, dynamic: Sequence[str] = (), providers: Sequence[str] | None = None) -> Verification:
-    """Check ``path`` against ``wrapped`` (the traced module) and, decoded, against ``reference``."""
+def verify_onnx(path, wrapped, im: torch.Tensor, reference=None, dynamic: Sequence[str] = (),
+                providers: Sequence[str] | None = None) -> Verification:
+    """Check ``path`` against ``wrapped`` (the traced ExportModel, whose ``format`` says what the outputs are)
+    and, decoded, against ``reference``."""
+    fmt = wrapped.format
     check_onnx_file(path)
     atol, rtol = TOLERANCES.get(im.dtype, TOLERANCES[torch.float32])
     session = ort_session(path, providers)
@@ -200,7 +202,7 @@ def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[
         inputs.append(torch.cat((im, im.flip(-1)))[: max(2, len(im) + 1)])  # another batch size
     if "hw" in dynamic:  # another size: one max-stride step smaller (cropped), or larger (padded)
         h, w = im.shape[2:]
-        step = int(max(strides))
+        step = int(max(fmt.strides))
         smaller = h > step and w > step
         inputs.append(im[..., :h - step, :w - step].contiguous() if smaller
                       else torch.nn.functional.pad(im, (0, step, 0, step), value=114.0))
@@ -208,12 +210,11 @@ def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[
     for k, x in enumerate(inputs):
         suffix = "" if k < 2 else f" @{list(x.shape)}"
         got = run_onnx(session, x)
-        diffs = compare_outputs(got, _torch_outputs(wrapped, x), names, layout, atol, rtol, suffix,
-                                half=im.dtype == torch.float16)
-        if reference is not None and layout != "nms":
+        diffs = compare_outputs(got, _torch_outputs(wrapped, x), fmt, atol, rtol, suffix, half=im.dtype == torch.float16)
+        if reference is not None and fmt.layout != "nms":
             with torch.no_grad():
                 want = boxes_scores(reference(x.to(next(reference.parameters()).dtype)))
-            decoded = boxes_scores(decode_outputs(got, layout, strides))
+            decoded = boxes_scores(fmt.decode(got))
             d_atol, d_rtol = DECODED_FP16_TOLERANCE if im.dtype == torch.float16 else (atol, rtol)
             diffs += [diff("decoded boxes (px)" + suffix, decoded[0], want[0], d_atol, d_rtol),
                       diff("decoded scores" + suffix, decoded[1], want[1], d_atol, d_rtol)]
@@ -222,19 +223,19 @@ def verify_onnx(path, wrapped, im: torch.Tensor, layout: str, strides: Sequence[
     result.diffs = [max(pair, key=lambda d: d.max_abs / d.tol if d.tol else d.max_abs)
                     for pair in zip(per_input[0], per_input[1])]
     result.diffs += [d for diffs in per_input[2:] for d in diffs]
-    if reference is not None and layout != "nms":
-        result.notes.append("decoded: the file's outputs through utils.export.layouts.decode_outputs vs the eval "
-                            "output of the model as loaded (before fusion)")
+    if reference is not None and fmt.layout != "nms":
+        result.notes.append("decoded: the file's outputs through the head's decoder (utils.export.layouts) vs the "
+                            "eval output of the model as loaded (before fusion)")
     return result
 
 
-def verify_torchscript(path, wrapped, im: torch.Tensor, names: Sequence[str], layout: str) -> Verification:
-    """Load the saved TorchScript file and compare its outputs with the traced module's."""
+def verify_torchscript(path, wrapped, im: torch.Tensor) -> Verification:
+    """Load the saved TorchScript file and compare its outputs with the traced ExportModel's."""
     atol, rtol = TOLERANCES.get(im.dtype, TOLERANCES[torch.float32])
     from utils.export.torchscript import load_torchscript
 
     loaded = load_torchscript(path, map_location=im.device)
     result = Verification(Path(path), f"torch.jit.load vs torch, input {list(im.shape)}")
-    result.diffs += compare_outputs(_torch_outputs(loaded, im), _torch_outputs(wrapped, im), names, layout, atol, rtol,
+    result.diffs += compare_outputs(_torch_outputs(loaded, im), _torch_outputs(wrapped, im), wrapped.format, atol, rtol,
                                     half=im.dtype == torch.float16)
     return result

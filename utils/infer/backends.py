@@ -1,6 +1,6 @@
-"""Running a detector for inference: this project's checkpoints, official YOLOX weights or ONNX files,
-one forward that can also give the raw maps, and boxes mapped back to original-image pixels.
-Shared by val.py, detect.py and the Detector API."""
+"""Running a detector for inference: this project's checkpoints, official YOLOX weights, ONNX files or
+OpenVINO IRs; the letterbox their weights expect; one forward that can also give the raw training
+outputs; and boxes mapped back to original-image pixels. Shared by evaluation, detection and the Detector API."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from utils.data.augment import LETTERBOX_MODES
 
 LOGGER = logging.getLogger("yolox5.inference")
 
@@ -100,8 +102,8 @@ def _names_from_metadata(meta: dict) -> list[str] | None:
 
 
 def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640):
-    """(model, official): a torch model in eval mode or an OnnxModel; official says whether the weights
-    are official YOLOX's (which were trained on top-left letterboxed images)."""
+    """(model, letterbox): a torch model in eval mode (BatchNorm folded) or an OnnxModel / OpenVinoModel,
+    and the letterbox its weights expect (letterbox_of)."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
@@ -110,12 +112,13 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
         runtime = "onnxruntime" if suffix == ".onnx" else "OpenVINO"
         if device.type != "cpu":
             LOGGER.warning(f"{path}: {suffix} files run with {runtime} on the CPU; --device {device} is not used")
-        return (OnnxModel if suffix == ".onnx" else OpenVinoModel)(path, imgsz), False
+        model = (OnnxModel if suffix == ".onnx" else OpenVinoModel)(path, imgsz)
+        return model, letterbox_of(model)
     if suffix == ".rknn":
         raise ValueError(f"{path}: RKNN files run on the Rockchip NPU (rknn-toolkit-lite2 on the board), not here; "
                          "export.py --include rknn prints the simulator's agreement with torch, and val.py can "
                          "evaluate the ONNX or int8 ONNX file the RKNN model was converted from")
-    from models.yolo import load_model
+    from models.weights import load_model
 
     model = load_model(path, cfg=cfg, device=device)
     # Inference only from here: BatchNorm folded into the convs, and NHWC on CPU (oneDNN's fast
@@ -124,42 +127,30 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
         model.fuse()
     if device.type == "cpu":
         model.to(memory_format=torch.channels_last)
-    # Official YOLOX releases are .pth files; this project's checkpoints are .pt.
-    official = getattr(model, "official", None)
-    return model, bool(official) if official is not None else suffix == ".pth"
+    return model, letterbox_of(model)
 
 
-def _detect_layer(model):
-    """The model's DetectX layer, also inside a DDP or EMA wrapper; None for other models."""
-    from models.heads.yolox import DetectX
-
-    modules = getattr(model, "modules", None)
-    return next((m for m in modules() if isinstance(m, DetectX)), None) if modules else None
+def letterbox_of(model) -> str:
+    """The letterbox a model's weights expect: official YOLOX weights were trained on top-left letterboxed
+    images (official preprocessing); an exported file says so in its metadata; anything else: centred."""
+    meta = getattr(model, "meta", None) or {}
+    if meta.get("letterbox") in LETTERBOX_MODES:
+        return meta["letterbox"]
+    return "topleft" if getattr(model, "official", False) else "center"
 
 
 def forward(model, images: torch.Tensor, with_raw: bool = False):
-    """(decoded [B, N, 5 + nc], raw per-level outputs [B, 5 + nc, H, W] or None).
+    """(eval output [B, N, 5 + nc], raw training outputs per level or None).
 
-    With with_raw, one forward gives both: only DetectX's own flag switches to training (so it returns
-    the raw maps the loss needs; BatchNorm everywhere stays in eval), and the raw maps are decoded
-    here exactly as DetectX decodes them in eval mode.
+    With with_raw a torch Model runs once: its layers up to the head, the head's raw training outputs
+    (what the loss takes), and those decoded by the head exactly as its eval forward decodes
+    (models/heads/base.py); BatchNorm stays in eval mode. Other models (ONNX, OpenVINO) give no raw outputs.
     """
-    detect = _detect_layer(model) if with_raw else None
-    if detect is None:
+    head = getattr(model, "detect", None) if with_raw and hasattr(model, "features") else None
+    if head is None:
         return model(images), None
-    was_training, detect.training = detect.training, True  # the attribute only, not .train(): no child changes
-    try:
-        raw = model(images)
-    finally:
-        detect.training = was_training
-    return decode_raw(detect, raw), raw
-
-
-def decode_raw(detect, raw: list[torch.Tensor]) -> torch.Tensor:
-    """DetectX's eval output from its training output: per level [B, 5 + nc, H, W] logits -> [B, N, 5 + nc]."""
-    shapes = [tuple(r.shape[2:]) for r in raw]
-    levels = [torch.cat((r[:, :4], r[:, 4:].sigmoid()), 1).flatten(start_dim=2) for r in raw]  # [B, 5 + nc, HW]
-    return detect.decode(torch.cat(levels, 2).permute(0, 2, 1), shapes)
+    raw = head.raw(model.features(images))
+    return head.decode_raw(raw), raw
 
 
 def to_original(boxes: torch.Tensor, shape, input_hw, letterbox_mode: str) -> torch.Tensor:

@@ -5,7 +5,8 @@
     for r in det(["a.jpg", bgr_array]):      # a path, a BGR numpy image, or a list of them
         print(r.boxes, r.scores, r.class_names)  # boxes xyxy in original-image pixels
 
-Works with this project's checkpoints, official YOLOX .pth files (official preprocessing) and ONNX files.
+Works with this project's checkpoints, official YOLOX .pth files (official preprocessing), ONNX files and
+OpenVINO IRs.
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class Detector:
     def __init__(self, weights, img_size: int = 640, conf: float = 0.25, iou: float = 0.45, device="cpu",
                  cfg=None, max_det: int = 300, agnostic: bool = False, letterbox_mode: str | None = None):
         self.device = select_device(device) if isinstance(device, str) else device
-        self.model, official = load_weights(weights, cfg, self.device, img_size)
-        self.letterbox_mode = letterbox_mode or ("topleft" if official else "center")
+        self.model, letterbox = load_weights(weights, cfg, self.device, img_size)
+        self.letterbox_mode = letterbox_mode or letterbox  # default: what the weights expect
         self.img_size, self.conf, self.iou, self.max_det, self.agnostic = img_size, conf, iou, max_det, agnostic
         nc = getattr(self.model, "nc", None)
         self.names = list(getattr(self.model, "names", None) or [str(i) for i in range(nc or 0)])

@@ -10,7 +10,7 @@ those entries matter. Here:
   among those only. They lie in a small window of cells around the GT centre on each level (radius
   1.5 or 2.5 strides: 3 x 3 or 5 x 5 cells), found from the exact per-axis tests by binary search
   on the anchor grid. GTs with too few inside pairs (tiny or thin boxes, centres off the image)
-  take the old dense path over all candidates of their image.
+  take the dense path over all candidates of their image (simota_dense.candidate_pairs).
 - dynamic_k needs each GT's 10 best IoUs over all candidates of its image. The 10th best IoU in the
   window bounds them from below, and boolean tests on GTs x blocks of anchors, then GTs x anchors of
   the blocks that pass, keep the pairs that overlap enough to reach it; only those get an IoU.
@@ -22,7 +22,8 @@ those entries matter. Here:
 
 Every value that decides the assignment (geometry tests, IoU, cost, the dynamic_k sum) is computed
 with official YOLOX's arithmetic, term by term, and the estimates only prune, with bounds on their
-error, so assignments are those of the dense computation; see ``simota_assign`` for ties. No Python
+error, so assignments are those of the dense computation (simota_dense, the tests' reference); see
+``simota_assign`` for ties. No Python
 loop runs over images or GTs. Host syncs: one copy of the anchors and GT counts (the grid layout),
 one read of two sizes, and the sizes of data-dependent sets (overlapping pairs, anchors needing a
 class cost, GTs off the window path, contested anchors).
@@ -33,60 +34,46 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from utils.boxes import pairwise_iou_cxcywh, paired_iou_cxcywh
+from utils.boxes import paired_iou_cxcywh
 from utils.config import check_value
+from utils.loss.simota import (PRIORS, TOPK_IOU, Assignment, bce_zero, dynamic_k, empty_assignment, pair_cost,
+                               per_anchor_outputs, prior_tests, score_prob)
+from utils.loss.simota_dense import candidate_pairs
 
-# prior -> (centre radius in strides, penalty for a pair outside the prior, uses the GT box)
-PRIORS = {
-    "center": (1.5, 1e6, False),          # official HEAD (PR #1589, 2023): centre 3x3 cells only
-    "box_or_center": (2.5, 1e5, True),    # official 2021-2022, PyPI yolox 0.3.0
-}
-IOU_COST_WEIGHT = 3.0
-TOPK_IOU = 10
+# ---- float tolerances, each with its reason --------------------------------------------------------
+# The fast path prunes with necessary conditions and bounds. These margins keep float32 rounding from
+# pruning a pair or a pick that the exact computation (simota_dense) keeps; each is far wider than the
+# rounding it covers, and a wider margin only sends a few more pairs to the exact computation.
+REACH_LOOSENESS = 2 ** -7
+# IoU >= t needs an intersection at least t * w wide and areas within a factor t of each other
+# (_gt_reach); the bounds use t * (1 - 2^-7), since the IoU they stand for is a float32 quotient a few
+# ulp (2^-23 each) away from the exact one.
+COORD_SLACK = 2 ** -16
+# Corners cx -/+ w / 2 are rounded to float32, by up to 2^-24 of the coordinates' size |cx| + |cy| + w + h;
+# the reach bounds give way by 2^-16 of that size, 256 times the rounding of the corners they compare.
+THIN_SIDE = 2 ** -10
+# A box whose shorter side is under 2^-10 of its coordinates' size is thin: its corners, rounded at 2^-24
+# of that size, can move its side by more than 2^-14, so the area and reach-depth tests skip it (its
+# pairs are all kept). For thicker boxes the corners and the intersection computed from them stay within
+# a relative 2^-11 of the width and height (_thick).
 
 
-@dataclass
-class Assignment:
-    """Per-anchor results, [B, A] each; values at background anchors are meaningless (0)."""
+def class_cost_slack(total: torch.Tensor, C: int) -> torch.Tensor:
+    """A bound on |class cost from the estimated all-negative total - exact class cost| (_ClassCost).
 
-    fg_mask: torch.Tensor        # bool
-    matched_row: torch.Tensor    # long, row of the matched GT in the batch's packed GT list
-    matched_gt: torch.Tensor     # long, index of the matched GT among its image's GTs
-    matched_class: torch.Tensor  # long, class of the matched GT
-    matched_iou: torch.Tensor    # float, IoU of the anchor's predicted box with its GT
-    num_unmatched_gt: torch.Tensor  # long scalar: GTs that ended with no anchor at all
-
-
-def geometry(anchor_xy: torch.Tensor, anchor_stride: torch.Tensor, gt_boxes: torch.Tensor, prior: str):
-    """Which anchors may take which GT.
-
-    anchor_xy [A, 2] anchor centres (pixels); anchor_stride [A]; gt_boxes [T, 4] cxcywh pixels.
-    Returns (candidate [T, A] bool: the pair counts towards the image's candidate set,
-             inside [T, A] bool: the pair is free of the cost penalty).
-    Comparisons are strict and computed term by term exactly as official YOLOX does.
+    Per term, 1 - p rounds by <= 2^-25 (exact for p >= 1/2), moving log(1 - p) by <= 2^-24, and the
+    vectorised log and libm's log1pf err by <= 1 and 2 ulp; each sum of C non-negative terms rounds by
+    <= C * 2^-24 of the total; the cost's later roundings, in both, by <= 6 * 2^-24 * (total + 156).
+    Four times all that: total * (2^-14 + C * 2^-21) + 2^-12 + C * 2^-22.
     """
-    in_center, in_box = _prior_tests(anchor_xy[None], anchor_stride[None], gt_boxes[:, None], prior)
-    if in_box is None:
-        return in_center, in_center
-    return in_box | in_center, in_box & in_center
+    return total * (2 ** -14 + C * 2 ** -21) + (2 ** -12 + C * 2 ** -22)
 
 
-def _axis_test(coord, centre, half):
-    """Official YOLOX's strict test along one axis: coord - (centre - half) > 0 and (centre + half) - coord > 0."""
-    return ((coord - (centre - half)) > 0) & (((centre + half) - coord) > 0)
-
-
-def _prior_tests(xy, stride, gt, prior):
-    """(in_center, in_box or None) for broadcastable anchor centres xy [..., 2], strides [...], GTs [..., 4]."""
-    radius, _, use_box = PRIORS[prior]
-    x, y, gx, gy = xy[..., 0], xy[..., 1], gt[..., 0], gt[..., 1]
-    dist = stride * radius
-    in_center = _axis_test(x, gx, dist) & _axis_test(y, gy, dist)
-    if not use_box:
-        return in_center, None
-    return in_center, _axis_test(x, gx, 0.5 * gt[..., 2]) & _axis_test(y, gy, 0.5 * gt[..., 3])
+# A GT's window picks stand when its k-th pick surely costs less than half the penalty: every penalised
+# pair costs at least the penalty. (Inside pairs cost < 100 * classes + 56, BCE terms being capped at 100
+# and 3 * -log(1e-8) = 55.3; a GT whose picks might not clear the bar takes the exact dense path.)
+SURE_PICK_FRACTION = 0.5
 
 
 @torch.no_grad()
@@ -115,16 +102,10 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     T = gt_boxes.shape[0]
     device = pred_boxes.device
     if T == 0:
-        return _empty(B, A, 0, device)
+        return empty_assignment(B, A, 0, device)
     with torch.autocast(device_type=device.type, enabled=False):  # fp32 costs, as official
         return _assign(_Inputs.build(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
                                      gt_boxes, gt_classes, gt_img, prior))
-
-
-def _empty(B, A, unmatched, device) -> Assignment:
-    zeros = torch.zeros(B, A, dtype=torch.long, device=device)
-    return Assignment(torch.zeros(B, A, dtype=torch.bool, device=device), zeros, zeros, zeros,
-                      torch.zeros(B, A, device=device), torch.tensor(unmatched, device=device))
 
 
 # ---- inputs and anchor layout ------------------------------------------------------------------
@@ -217,7 +198,7 @@ def _assign(inp: _Inputs) -> Assignment:
     # 3. dynamic k from the 10 best IoUs over the image's candidates
     dynamic_k, M = _dynamic_k(inp, cand, num_cand, _iou_floor(win.iou, win.in_centre))  # [T], host int
     if M == 0:
-        return _empty(B, A, T, inp.gt_boxes.device)
+        return empty_assignment(B, A, T, inp.gt_boxes.device)
     # 4. each GT's dynamic_k cheapest inside pairs, from its window, and the GTs it cannot serve
     picks, dense = _window_picks(inp, win, dynamic_k)
     # 5. those GTs pick among all candidates of their image (rare)
@@ -247,7 +228,7 @@ def _window_picks(inp: _Inputs, win: _Window, dynamic_k):
 
     Returns ((row, anchor, iou, take), [T, k] each), rows [D] of the GTs the window cannot serve.
     """
-    _, penalty, _ = PRIORS[inp.prior]
+    penalty = PRIORS[inp.prior].penalty
     B, A = inp.obj_logits.shape
     flat = win.img * A + win.anchor  # [T, S] into [B * A]
     inp.class_cost.estimate(flat.masked_fill(~win.inside, B * A).view(-1))
@@ -256,9 +237,9 @@ def _window_picks(inp: _Inputs, win: _Window, dynamic_k):
     k = min(TOPK_IOU, estimate.shape[1])
     upper = (estimate + slack).masked_fill(~win.inside, float("inf")).topk(k, dim=1, largest=False).values
     kth_upper = upper.gather(1, (dynamic_k.long() - 1).clamp(max=k - 1)[:, None])  # [T, 1] >= k-th exact cost
-    # the window serves a GT only if its k-th pick is surely cheaper than every penalised pair (those
-    # cost >= penalty; inside pairs < 100 * classes + 56); kth_upper is +inf with too few inside pairs
-    dense = (kth_upper[:, 0] >= penalty / 2) | win.overflow | (dynamic_k > k)
+    # the window serves a GT only if its k-th pick is surely cheaper than every penalised pair
+    # (SURE_PICK_FRACTION); kth_upper is +inf with too few inside pairs
+    dense = (kth_upper[:, 0] >= penalty * SURE_PICK_FRACTION) | win.overflow | (dynamic_k > k)
     # dearer than kth_upper for sure: not a pick; k or more left: those are the picks
     maybe = win.inside & (estimate - slack <= kth_upper) & ~dense[:, None]  # [T, S]
     unsure = maybe.sum(1) > dynamic_k
@@ -285,11 +266,9 @@ def _matches(inp: _Inputs, row, anchor, iou, take) -> Assignment:
         matched_row[contested], matched_iou[contested] = _resolve(inp, contested)
     fg_mask = (claims > 0).view(B, A)
     matched_row, matched_iou = matched_row.view(B, A), matched_iou.view(B, A)
-    matched_gt = (matched_row - inp.first_row[:, None]) * fg_mask
-    matched_class = inp.gt_classes[matched_row] * fg_mask
     has_anchor = torch.zeros(T + 1, dtype=torch.bool, device=device).scatter_(
         0, matched_row.masked_fill(~fg_mask, T).view(-1), True)
-    return Assignment(fg_mask, matched_row, matched_gt, matched_class, matched_iou, T - has_anchor[:T].sum())
+    return per_anchor_outputs(matched_row, matched_iou, fg_mask, inp.gt_img, inp.gt_classes, T - has_anchor[:T].sum())
 
 
 def _scatter(n, index, mask, values, fill):
@@ -316,7 +295,7 @@ def _gt_intervals(grid: _Grid, gt_boxes, prior):
 
 
 def _interval(coord, centre, half):
-    """[lo, hi) of the cells passing _axis_test, [T, L] each; coord [L, N] ascending (+inf pads),
+    """[lo, hi) of the cells passing simota.axis_test, [T, L] each; coord [L, N] ascending (+inf pads),
     centre and half broadcast to [T, L].
 
     A difference of two floats rounds to 0 only when they are equal, so coord - (centre - half) > 0
@@ -409,8 +388,7 @@ def _dynamic_k(inp: _Inputs, cand, num_cand, iou_floor):
     k_top = min(TOPK_IOU, M)
     rank = torch.arange(row.shape[0], device=device) - (torch.cumsum(counts, 0) - counts)[row]
     table = torch.zeros(T, max(width, k_top, 1), device=device).index_put_((row, rank), iou)
-    dynamic_k = table.topk(max(k_top, 1), dim=1).values[:, :k_top].sum(1).int().clamp(min=1)
-    return dynamic_k, M
+    return dynamic_k(table, k_top), M
 
 
 def _slots(inp: _Inputs):
@@ -506,11 +484,11 @@ def _gt_reach(gt_boxes, iou_floor):
     t = 0 only pairwise_iou_cxcywh's overlap test max(lo) < min(hi) remains, as four comparisons. Empty
     GTs get NaN, which fails every comparison.
     """
-    inf, loose = float("inf"), 1 - 2 ** -7
+    inf, loose = float("inf"), 1 - REACH_LOOSENESS
     g_lo, g_hi = gt_boxes[:, :2] - gt_boxes[:, 2:] / 2, gt_boxes[:, :2] + gt_boxes[:, 2:] / 2  # [T, 2]
     t = torch.where(_thick(gt_boxes), iou_floor, 0.0)[:, None]  # [T, 1]
     size = gt_boxes[:, :2].abs().sum(1, keepdim=True) + gt_boxes[:, 2:].sum(1, keepdim=True)
-    shrink = (t * gt_boxes[:, 2:] * loose - size * 2 ** -16).clamp(min=0)  # [T, 2], 0 where t = 0
+    shrink = (t * gt_boxes[:, 2:] * loose - size * COORD_SLACK).clamp(min=0)  # [T, 2], 0 where t = 0
     area = gt_boxes[:, 2:3] * gt_boxes[:, 3:4]
     area_min, area_max = t * loose * area, torch.where(t > 0, area / (t * loose), inf)
     bounds = torch.cat((g_lo + shrink, g_hi - shrink, area_min, area_max), 1)
@@ -536,7 +514,7 @@ def _pred_reach(pred_boxes, cand, blocks):
     torch.sub(y, half_h, out=p[1])
     torch.add(x, half_w, out=p[2])
     torch.add(y, half_h, out=p[3])
-    thin = torch.minimum(w, h) < (x.abs() + y.abs() + (w + h)) * 2 ** -10  # not _thick (see there)
+    thin = torch.minimum(w, h) < (x.abs() + y.abs() + (w + h)) * THIN_SIDE  # not _thick (see there)
     torch.mul(w, h, out=p[4]).masked_fill_(thin, float("inf"))
     torch.mul(w, h, out=p[5]).masked_fill_(thin, 0.0)
     ok = (p[0] < p[2]) & (p[1] < p[3]) & cand.view(B, blocks, REACH_BLOCK).permute(2, 0, 1)
@@ -544,10 +522,9 @@ def _pred_reach(pred_boxes, cand, blocks):
 
 
 def _thick(boxes):
-    """[...] bool: the box's sides are long enough (2^-10 of its coordinates' size) that the corners, and
-    the intersection computed from them, stay within a relative 2^-11 of the width and height."""
+    """[...] bool: the box is not thin (THIN_SIDE)."""
     size = boxes[..., :2].abs().sum(-1) + boxes[..., 2:].sum(-1)
-    return boxes[..., 2:].min(-1).values >= size * 2 ** -10
+    return boxes[..., 2:].min(-1).values >= size * THIN_SIDE
 
 
 # ---- costs ---------------------------------------------------------------------------------------
@@ -585,21 +562,14 @@ class _ClassCost:
         self.estimated[idx] = torch.rsub(self.p, 1.0).log_().clamp_(min=-100).sum(-1).neg_()
 
     def slack(self, flat):
-        """A bound on |cost with the estimate - exact cost| at anchors flat (any shape).
-
-        Per term, 1 - p rounds by <= 2^-25 (exact for p >= 1/2), moving log(1 - p) by <= 2^-24, and
-        vectorised log and libm's log1pf err by <= 1 and 2 ulp; each sum of C non-negative terms rounds
-        by <= C * 2^-24 of the total; the cost's later roundings, in both, by <= 6 * 2^-24 * (total + 156).
-        Four times all that: total * (2^-14 + C * 2^-21) + 2^-12 + C * 2^-22.
-        """
-        C = self.p.shape[1]
-        return self.estimated[flat] * (2 ** -14 + C * 2 ** -21) + (2 ** -12 + C * 2 ** -22)
+        """A bound on |cost with the estimate - exact cost| at anchors flat (any shape): class_cost_slack."""
+        return class_cost_slack(self.estimated[flat], self.p.shape[1])
 
     def make_exact(self, flat):
         """Fill self.exact at the anchors flat [N] (estimated or set before; duplicates and B * A allowed)."""
         if self.p.shape[0] == 0:  # nothing estimated: every anchor asked for was set before
             return
-        values = _bce_zero(self.p[self.row[flat]]).sum(-1)  # rows of anchors set before are not used
+        values = bce_zero(self.p[self.row[flat]]).sum(-1)  # rows of anchors set before are not used
         self.exact[flat] = torch.where(self.known[flat], self.exact[flat], values)
         self.known[flat] = True
 
@@ -607,30 +577,16 @@ class _ClassCost:
         self.exact[flat], self.known[flat] = values, True
 
 
-def _bce_zero(p):
-    """Official's BCE(p, 0) elementwise: -max(log1p(-p), -100)."""
-    return F.binary_cross_entropy(p, p.new_zeros(()).expand_as(p), reduction="none")
-
-
-def _neg_total(cls, obj):
-    """sum_c BCE(sqrt(sigmoid(cls) * sigmoid(obj)), 0) for cls [..., C], obj [...]: the all-negative class cost."""
-    return _bce_zero((cls.sigmoid() * obj.sigmoid()[..., None]).sqrt()).sum(-1)
-
-
 def _pair_cost(inp: _Inputs, img, anchor, row, inside, iou, neg_total):
     """Official cost and IoU of (GT row, anchor of image img) pairs, any matching shapes -> (cost, iou).
 
     iou: the pairs' IoU if known, else None; neg_total [B * A]: the class cost totals to use.
     """
-    _, penalty, _ = PRIORS[inp.prior]
     A = inp.obj_logits.shape[1]
     if iou is None:
         iou = paired_iou_cxcywh(inp.gt_boxes[row], inp.pred_boxes[img * A + anchor])
-    p = (inp.cls_logits[img, anchor, inp.gt_classes[row]].sigmoid() * inp.obj_logits[img, anchor].sigmoid()).sqrt()
-    neg_gt = F.binary_cross_entropy(p, torch.zeros_like(p), reduction="none")
-    pos_gt = F.binary_cross_entropy(p, torch.ones_like(p), reduction="none")
-    cls_cost = neg_total[img * A + anchor] - neg_gt + pos_gt
-    return cls_cost + IOU_COST_WEIGHT * -torch.log(iou + 1e-8) + penalty * (~inside), iou
+    p_gt = score_prob(inp.cls_logits[img, anchor, inp.gt_classes[row]], inp.obj_logits[img, anchor])
+    return pair_cost(neg_total[img * A + anchor], p_gt, iou, inside, PRIORS[inp.prior].penalty), iou
 
 
 def _exact_picks(inp: _Inputs, rows, win: _Window, maybe, dynamic_k, k):
@@ -653,7 +609,7 @@ def _resolve(inp: _Inputs, contested):
     valid = gts < inp.per_image[img][:, None]  # [K, G]
     row = (inp.first_row[img][:, None] + gts).masked_fill(~valid, 0)
     img, anchor = img[:, None], anchor[:, None]  # [K, 1], broadcast against the GTs
-    in_center, in_box = _prior_tests(inp.anchor_xy[anchor], inp.anchor_stride[anchor], inp.gt_boxes[row], inp.prior)
+    in_center, in_box = prior_tests(inp.anchor_xy[anchor], inp.anchor_stride[anchor], inp.gt_boxes[row], inp.prior)
     inside = in_center if in_box is None else in_center & in_box
     inp.class_cost.make_exact(contested)
     cost, iou = _pair_cost(inp, img, anchor, row, inside, None, inp.class_cost.exact)
@@ -663,28 +619,14 @@ def _resolve(inp: _Inputs, contested):
 
 
 def _dense_picks(inp: _Inputs, rows, cand, num_cand, M, k_top, dynamic_k):
-    """Official selection for GT rows [F] that their window cannot serve: cost over all candidates of the image.
-
-    Candidates in ascending anchor order, padded with +inf to M columns, topk of k_top (the layout of
-    the dense implementation this one replaced). Returns (row, anchor, IoU, take), [F, k_top] each.
-    """
-    _, penalty, _ = PRIORS[inp.prior]
-    B, A = cand.shape
-    imgs, img_of = torch.unique(inp.gt_img[rows], return_inverse=True)  # [Bf], [F]
-    cand_idx = torch.sort((~cand[imgs]).to(torch.uint8), dim=1, stable=True).indices[:, :M]  # [Bf, M]
-    row_valid = (torch.arange(M, device=cand.device) < num_cand[imgs][:, None])[img_of]  # [F, M]
-    row_idx = cand_idx[img_of]  # [F, M]
-    gt = inp.gt_boxes[rows]
-    inside = geometry(inp.anchor_xy, inp.anchor_stride, gt, inp.prior)[1].gather(1, row_idx) & row_valid
-    cand_boxes = inp.pred_boxes.view(B, A, 4)[imgs[:, None], cand_idx]  # [Bf, M, 4]
-    ious = pairwise_iou_cxcywh(gt[:, None], cand_boxes[img_of]).squeeze(1) * row_valid
-    neg_total = _neg_total(inp.cls_logits[imgs[:, None], cand_idx], inp.obj_logits[imgs[:, None], cand_idx])
-    inp.class_cost.set_exact((imgs[:, None] * A + cand_idx).view(-1), neg_total.view(-1))  # for conflicts
-    p = (inp.cls_logits[imgs[img_of][:, None], row_idx, inp.gt_classes[rows][:, None]].sigmoid()
-         * inp.obj_logits[imgs[img_of][:, None], row_idx].sigmoid()).sqrt()  # [F, M]
-    cls_cost = (neg_total[img_of] - F.binary_cross_entropy(p, torch.zeros_like(p), reduction="none")
-                + F.binary_cross_entropy(p, torch.ones_like(p), reduction="none"))
-    cost = cls_cost + IOU_COST_WEIGHT * -torch.log(ious + 1e-8) + penalty * (~inside)
-    picked = cost.masked_fill(~row_valid, float("inf")).topk(k_top, dim=1, largest=False).indices  # [F, k_top]
-    take = (torch.arange(k_top, device=cand.device) < dynamic_k[rows][:, None]) & row_valid.gather(1, picked)
-    return rows[:, None].expand_as(picked), row_idx.gather(1, picked), ious.gather(1, picked), take
+    """Official selection for GT rows [F] that their window cannot serve: simota_dense's pairs with every
+    candidate of the image (ascending anchor order, +inf padding to M columns), topk of k_top.
+    Returns (row, anchor, IoU, take), [F, k_top] each."""
+    A = cand.shape[1]
+    pairs = candidate_pairs(inp.pred_boxes.view(-1, A, 4), inp.cls_logits, inp.obj_logits, inp.anchor_xy,
+                            inp.anchor_stride, inp.gt_boxes, inp.gt_classes, inp.gt_img, inp.prior, rows, cand,
+                            num_cand, M)
+    inp.class_cost.set_exact((pairs.images[:, None] * A + pairs.cand_idx).view(-1), pairs.neg_total.view(-1))  # conflicts
+    picked = pairs.cost.topk(k_top, dim=1, largest=False).indices  # [F, k_top]
+    take = (torch.arange(k_top, device=cand.device) < dynamic_k[rows][:, None]) & pairs.valid.gather(1, picked)
+    return rows[:, None].expand_as(picked), pairs.anchor.gather(1, picked), pairs.iou.gather(1, picked), take

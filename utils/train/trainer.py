@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import os
 import time
 from copy import deepcopy
@@ -25,26 +24,44 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from models.yolo import Model, load_pretrained
+from models.weights import load_pretrained
+from models.yolo import Model
 from utils.checkpoints import read_checkpoint, save_checkpoint
 from utils.config import load_hyp
-from utils.data.dataset_yaml import load_data_config
+from utils.data.dataset_yaml import has_split, load_data_config, split_source
 from utils.data.datasets import create_dataloader
 from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device
-from utils.train.ema import ModelEMA, unwrap
-from utils.loss.yolox_loss import ComputeXLoss
+from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
-from utils.train.optim import build_optimizer
+from utils.loss import build_loss
 from utils.runs import increment_path
+from utils.train.ema import ModelEMA, unwrap
+from utils.train.optim import build_optimizer
 from utils.train.schedule import LRSchedule, warmup
 
 LOGGER = logging.getLogger("yolox5.train")
 MAX_BAD_STEPS = 10          # consecutive non-finite losses before the run stops
 MULTISCALE_EVERY = 10       # iterations between input-size changes with --multi-scale
 MULTISCALE_RANGE = (0.75, 1.25)  # official YOLOX: 480-800 at 640
-RESULT_KEYS = ["train/iou_loss", "train/obj_loss", "train/cls_loss", "train/l1_loss", "metrics/precision",
-               "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/iou_loss", "val/obj_loss",
-               "val/cls_loss", "val/l1_loss", "x/lr0", "x/lr1", "x/lr2"]
+METRIC_KEYS = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
+
+
+def result_keys(loss_items) -> list[str]:
+    """results.csv's columns after the epoch: train losses, metrics, val losses, the groups' learning rates."""
+    return ([f"train/{n}" for n in loss_items] + METRIC_KEYS + [f"val/{n}" for n in loss_items]
+            + ["x/lr0", "x/lr1", "x/lr2"])
+
+
+def prepare_save_dir(opt, ctx) -> str:
+    """runs/train/<name>, numbered by rank 0 (exp, exp2, ...); under DDP every process uses rank 0's."""
+    path = Path(opt.project) / opt.name
+    save_dir = str(increment_path(path, opt.exist_ok)) if ctx.is_main else str(path)
+    if not ctx.distributed:
+        return save_dir
+    init_distributed(ctx, select_device(opt.device, ctx))
+    box = [save_dir]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 class Trainer:
@@ -75,8 +92,9 @@ class Trainer:
         self._build_optimizer()
         self._restore_state()
         self._wrap_ddp()
-        self.compute_loss = ComputeXLoss(self.model, self.hyp)
-        self.val_loss = ComputeXLoss(self.model, self.hyp)  # its own L1 switch and grid cache
+        self.compute_loss = build_loss(self.model, self.hyp)  # the loss the model's head declares
+        self.val_loss = build_loss(self.model, self.hyp)  # its own L1 switch and grid cache
+        self.loss_items = tuple(self.compute_loss.item_names)
 
     # ---- set-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -159,12 +177,10 @@ class Trainer:
         self.batch_total = opt.batch_size
         local_batch = opt.batch_size // self.ctx.world_size
         workers = self._loader_workers()
-        train_kw = dict(json=self.data.get("train_json"), images_dir=self.data.get("train_images")) \
-            if self.data.get("train_json") and self.data.get("train_images") else {}
         self.train_loader, self.dataset = create_dataloader(
-            None if train_kw else self.data["train"], opt.imgsz, local_batch, self.stride, hyp=hyp, augment=True,
-            cache=opt.cache, workers=workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank,
-            prefix="train: ", nc=self.data["nc"], single_cls=opt.single_cls, **train_kw)
+            imgsz=opt.imgsz, batch_size=local_batch, stride=self.stride, hyp=hyp, augment=True, cache=opt.cache,
+            workers=workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank, prefix="train: ", nc=self.data["nc"],
+            single_cls=opt.single_cls, **split_source(self.data, "train"))
         self.nb = len(self.train_loader)
         if self.device.type == "cpu":  # leave cores to the loader workers: oversubscribed OpenMP threads spin
             torch.set_num_threads(max(self._cores() - self.train_loader.num_workers, 1))
@@ -172,13 +188,11 @@ class Trainer:
         if self.no_aug_epochs != hyp["no_aug_epochs"] and self.main:
             LOGGER.info(f"no_aug_epochs {hyp['no_aug_epochs']} capped to {self.no_aug_epochs} for a {opt.epochs}-epoch run")
         self.val_loader = None
-        if self.main and (self.data.get("val") or self.data.get("val_json")):
-            val_kw = dict(json=self.data.get("val_json"), images_dir=self.data.get("val_images")) \
-                if self.data.get("val_json") and self.data.get("val_images") else {}
+        if self.main and has_split(self.data, "val"):
             self.val_loader, _ = create_dataloader(
-                None if val_kw else self.data["val"], opt.imgsz, local_batch * 2, self.stride, cache=opt.cache,
-                rect=True, workers=workers, pad=0.5, prefix="val: ", nc=self.data["nc"],
-                single_cls=opt.single_cls, **val_kw)
+                imgsz=opt.imgsz, batch_size=local_batch * 2, stride=self.stride, cache=opt.cache, rect=True,
+                workers=workers, pad=0.5, prefix="val: ", nc=self.data["nc"], single_cls=opt.single_cls,
+                **split_source(self.data, "val"))
 
     def _build_optimizer(self):
         hyp, opt = self.hyp, self.opt
@@ -239,7 +253,7 @@ class Trainer:
             train_items = self._train_epoch(epoch)
             if self.main:
                 final = epoch + 1 == opt.epochs
-                results = self._validate(final) if (not opt.noval or final) else (0.0,) * 8
+                results = self._validate(final) if (not opt.noval or final) else self._no_results()
                 self._log_epoch(epoch, train_items, results)
                 stop = self._save(epoch, results, final)
             else:
@@ -271,10 +285,10 @@ class Trainer:
         from tqdm import tqdm
 
         opt, nb = self.opt, self.nb
-        mean_items = torch.zeros(4, device=self.device)
+        mean_items = torch.zeros(len(self.loss_items), device=self.device)
         bar = enumerate(self.train_loader)
         if self.main:
-            LOGGER.info(("%10s" * 8) % ("Epoch", "GPU_mem", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "Instances", "Size"))
+            LOGGER.info(("%10s" * (4 + len(self.loss_items))) % ("Epoch", "GPU_mem", *self.loss_items, "Instances", "Size"))
             bar = tqdm(bar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
         self.optimizer.zero_grad()
         for i, (images, targets, paths, _) in bar:
@@ -301,8 +315,8 @@ class Trainer:
             if self.main:
                 mean_items = (mean_items * i + items) / (i + 1)
                 mem = f"{torch.cuda.memory_reserved(self.device) / 1e9:.3g}G" if self.device.type == "cuda" else "cpu"
-                bar.set_description(("%10s" * 2 + "%10.4g" * 6) % (f"{epoch}/{opt.epochs - 1}", mem, *mean_items.tolist(),
-                                                                   targets.shape[0], images.shape[-1]))
+                bar.set_description(("%10s" * 2 + "%10.4g" * (2 + len(self.loss_items))) % (
+                    f"{epoch}/{opt.epochs - 1}", mem, *mean_items.tolist(), targets.shape[0], images.shape[-1]))
                 if epoch == self.start_epoch and i < 3 and not opt.noplots:
                     from utils.plots import plot_images
 
@@ -350,7 +364,7 @@ class Trainer:
             LOGGER.warning(f"WARNING non-finite loss at epoch {epoch} batch {i}: step skipped ({self.bad_steps} in a row)")
         if self.bad_steps >= MAX_BAD_STEPS:
             if self.main:
-                self._save(epoch - 1, (0.0,) * 8, False, force_last=True)
+                self._save(epoch - 1, self._no_results(), False, force_last=True)
             raise RuntimeError(f"{MAX_BAD_STEPS} non-finite losses in a row: training stopped. Lower lr0, or "
                                f"check the data; {self.wdir / 'last.pt'} holds the last good epoch")
         return False
@@ -367,30 +381,30 @@ class Trainer:
             self.ema.update(self.model)
 
     # ---- validation, logs, checkpoints ---------------------------------------------------------
+    def _no_results(self) -> tuple:
+        """(P, R, mAP50, mAP50-95, val loss items) of an epoch without validation."""
+        return (0.0,) * (len(METRIC_KEYS) + len(self.loss_items))
+
     def _validate(self, final: bool):
         if self.val_loader is None:
-            return (0.0,) * 8
-        import val
-
-        results, self.maps, _ = val.run(self.data, batch_size=self.val_loader.batch_size, imgsz=self.opt.imgsz,
-                                        model=self.ema.ema, dataloader=self.val_loader, save_dir=self.save_dir,
-                                        compute_loss=self.val_loss,
-                                        plots=final and not self.opt.noplots, single_cls=self.opt.single_cls,
-                                        verbose=final, classwise=final)
-        results = [float(x) for x in results][:8]
-        return tuple(results + [0.0] * (8 - len(results)))  # (P, R, mAP50, mAP50-95, 4 val losses)
+            return self._no_results()
+        opts = EvalOptions(single_cls=self.opt.single_cls, plots=final and not self.opt.noplots, verbose=final,
+                           classwise=final)
+        results, self.maps, _ = evaluate(self.ema.ema, self.val_loader, self.data, opts, save_dir=self.save_dir,
+                                         compute_loss=self.val_loss)
+        return tuple(float(x) for x in results)  # (P, R, mAP50, mAP50-95, val loss items)
 
     def _log_epoch(self, epoch, train_items, results):
-        row = [epoch, *train_items, *results[:8], *getattr(self, "lr", [0.0] * 3)]
+        row = [epoch, *train_items, *results, *getattr(self, "lr", [0.0] * 3)]
         path = self.save_dir / "results.csv"
         new = not path.exists()
         with open(path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["epoch", *RESULT_KEYS])
+                w.writerow(["epoch", *result_keys(self.loss_items)])
             w.writerow([f"{x:.6g}" if isinstance(x, float) else x for x in row])
         if self.tb is not None:
-            for k, v in zip(RESULT_KEYS, row[1:]):
+            for k, v in zip(result_keys(self.loss_items), row[1:]):
                 self.tb.add_scalar(k, v, epoch)
 
     def _save(self, epoch, results, final, force_last=False) -> bool:
@@ -405,7 +419,7 @@ class Trainer:
                     "hyp": self.hyp, "opt": _plain(vars(self.opt)), "yaml": unwrap(self.model).yaml,
                     "names": self.names, "date": datetime.now().isoformat(timespec="seconds")}
             save_checkpoint(self.wdir / "last.pt", ckpt)
-            if fit == self.best_fitness and fit > 0:
+            if fit == self.best_fitness:  # as YOLOv5: the first epoch too, so every run leaves a best.pt
                 save_checkpoint(self.wdir / "best.pt", ckpt)
             if self.opt.save_period > 0 and (epoch + 1) % self.opt.save_period == 0:
                 save_checkpoint(self.wdir / f"epoch{epoch}.pt", ckpt)

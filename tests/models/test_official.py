@@ -41,7 +41,7 @@ def _reference_key_list():
     from pathlib import Path
 
     keys = {}
-    for line in (Path(__file__).parent / "data" / "yolox_s_state_dict_keys.tsv").read_text().splitlines():
+    for line in (Path(__file__).parents[1] / "data" / "yolox_s_state_dict_keys.tsv").read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         key, shape, _ = line.split("\t")

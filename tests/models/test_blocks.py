@@ -1,4 +1,4 @@
-"""Blocks, per-layer activations, DetectX outputs and decoding, BN fusion."""
+"""models/common.py blocks, models/activations.py per-layer activations, models/fuse.py BN folding."""
 import math
 
 import pytest
@@ -7,7 +7,6 @@ from torch import nn
 
 from models.activations import KNOWN_ACTIVATIONS, make_activation, split_policy
 from models.common import C3, SPP, Conv, DWConv, Focus
-from models.heads.yolox import DetectX
 from models.parser import ModelConfigError
 from models.yolo import Model
 
@@ -108,66 +107,6 @@ def test_focus_matches_strided_slices():
     focus(x)
     expected = torch.cat([x[..., 0::2, 0::2], x[..., 1::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 1::2]], 1)
     assert torch.equal(captured["x"], expected)
-
-
-def test_detectx_bias_prior():
-    head = DetectX(nc=4, ch=[8, 8])
-    expected = -math.log((1 - 0.01) / 0.01)
-    assert torch.allclose(head.cls_preds[0].bias, torch.full((4,), expected))
-    assert torch.allclose(head.obj_preds[0].bias, torch.full((1,), expected))
-    assert expected == pytest.approx(-4.59512, abs=1e-5)
-
-
-TWO_LEVELS = {
-    "nc": 2,
-    "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]]],
-    "head": [[1, 1, "Conv", [8, 1, 1]], [1, 1, "Conv", [8, 1, 1]],
-             [2, 1, "Conv", [8, 1, 1]], [2, 1, "Conv", [8, 1, 1]],
-             [[3, 4, 5, 6], 1, "DetectX", ["nc", 1]]],
-}
-
-
-def constant_head_model():
-    """Prediction convs with zero weights and known biases, so outputs are hand-computable."""
-    model = Model(TWO_LEVELS)
-    head = model.detect
-    with torch.no_grad():
-        for convs in (head.cls_preds, head.reg_preds, head.obj_preds):
-            for c in convs:
-                c.weight.zero_()
-        for k in range(2):
-            head.reg_preds[k].bias.copy_(torch.tensor([0.5, 0.25, math.log(2.0), 0.0]))
-            head.obj_preds[k].bias.fill_(0.0)
-            head.cls_preds[k].bias.copy_(torch.tensor([1.0, -1.0]))
-    return model
-
-
-def test_detectx_train_output_layout():
-    model = constant_head_model().train()
-    out = model(torch.zeros(2, 3, 32, 64))
-    assert model.stride.tolist() == [4.0, 8.0]
-    assert [tuple(o.shape) for o in out] == [(2, 7, 8, 16), (2, 7, 4, 8)]
-    # channels (x, y, w, h, obj, cls0, cls1), raw logits
-    assert torch.allclose(out[0][0, :, 3, 5], torch.tensor([0.5, 0.25, math.log(2.0), 0.0, 0.0, 1.0, -1.0]))
-
-
-def test_detectx_eval_decoding_against_hand_grid():
-    model = constant_head_model().eval()
-    y = model(torch.zeros(1, 3, 32, 64))
-    assert y.shape == (1, 8 * 16 + 4 * 8, 7)
-    sig = torch.sigmoid
-    # level 0, stride 4, cell (x=5, y=3): index 3 * 16 + 5; anchor at the top-left corner
-    assert torch.allclose(y[0, 3 * 16 + 5], torch.tensor(
-        [(5 + 0.5) * 4, (3 + 0.25) * 4, 2 * 4, 1 * 4, 0.5, sig(torch.tensor(1.0)), sig(torch.tensor(-1.0))]))
-    # level 1, stride 8, cell (x=7, y=2): after the 128 level-0 anchors, row-major
-    assert torch.allclose(y[0, 128 + 2 * 8 + 7, :4], torch.tensor([(7 + 0.5) * 8, (2 + 0.25) * 8, 16.0, 8.0]))
-
-
-def test_detectx_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="pairs"):
-        DetectX(2, 1, [8, 8, 8])
-    with pytest.raises(ValueError, match="positive integer nc"):
-        DetectX(0, 1, [8, 8])
 
 
 @pytest.mark.parametrize("cfg", ["yoloxn.yaml", "yoloxs_rslu.yaml"])

@@ -1,73 +1,27 @@
-"""ComputeXLoss and the batched SimOTA assigner against per-image references and official YOLOX."""
+"""ComputeXLoss (utils/loss/yolox_loss.py) with its batched SimOTA against a per-image reference and
+official YOLOX's get_losses."""
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
-from models.yolo import Model
 from tests.simota_reference import official_losses, reference_losses
-from utils.loss.yolox_loss import ComputeXLoss
-
-STRIDES = [8, 16, 32]
-
-
-def make_model(nc):
-    cfg = {"nc": nc, "depth_multiple": 0.33, "width_multiple": 0.25,
-           "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [16, 3, 2]],
-                        [-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [16, 3, 2]]],
-           "head": [[2, 1, "Conv", [16, 1, 1]], [2, 1, "Conv", [16, 1, 1]], [3, 1, "Conv", [16, 1, 1]],
-                    [3, 1, "Conv", [16, 1, 1]], [4, 1, "Conv", [16, 1, 1]], [4, 1, "Conv", [16, 1, 1]],
-                    [[5, 6, 7, 8, 9, 10], 1, "DetectX", ["nc", 1]]]}
-    return Model(cfg)
-
-
-def random_preds(batch, nc, h=256, w=320, seed=0, spread=0.5):
-    """Random raw head outputs: boxes near their anchors, sizes around a few strides."""
-    g = torch.Generator().manual_seed(seed)
-    preds = []
-    for s in STRIDES:
-        p = torch.randn(batch, 5 + nc, h // s, w // s, generator=g)
-        p[:, :2] = p[:, :2] * spread + 0.5
-        p[:, 2:4] = p[:, 2:4] * spread + 1.0
-        p[:, 4:] = p[:, 4:] * 2 - 2
-        preds.append(p)
-    return preds
-
-
-def random_targets(counts, nc, seed=0, min_side=0.01, max_side=0.5, outside=False):
-    """[M, 6] normalised targets with the given number of GTs per image."""
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for b, n in enumerate(counts):
-        if n == 0:
-            continue
-        wh = min_side + torch.rand(n, 2, generator=g) * (max_side - min_side)
-        lo = -0.2 if outside else 0.0
-        xy = lo + torch.rand(n, 2, generator=g) * (1 - 2 * lo)
-        if not outside:  # centres inside the image, as clipped labels have them
-            xy = xy.clamp(0.001, 0.999)
-        cls = torch.randint(0, nc, (n, 1), generator=g).float()
-        rows.append(torch.cat((torch.full((n, 1), float(b)), cls, xy, wh), 1))
-    return torch.cat(rows) if rows else torch.zeros(0, 6)
-
-
-CASES = {
-    "one_gt": dict(counts=[1, 0]),
-    "zero_gts": dict(counts=[0, 0]),
-    "mixed_empty": dict(counts=[0, 7, 0, 3]),
-    "crowded_200": dict(counts=[200, 5]),
-    "smaller_than_stride": dict(counts=[12, 9], min_side=0.002, max_side=0.02),
-    "huge_boxes": dict(counts=[4, 6], min_side=0.8, max_side=1.6),
-    "partly_outside": dict(counts=[10, 10], max_side=0.6, outside=True),
-    "many": dict(counts=[30, 20, 10]),
-}
+from tests.support import ASSIGNMENT_CASES as CASES
+from tests.support import STRIDES, random_preds, random_targets
+from tests.support import tiny_detect_model as make_model
+from tests.yolox_current_reference import current_official_env_python
+from utils.loss import ComputeXLoss
+from utils.loss.simota_dense import simota_assign_dense
 
 
 def assert_same_assignment(model, loss_fn, preds, targets, nc, prior):
     """Foreground masks and matched GTs equal the per-image reference; loss items within 1e-5."""
     loss, items = loss_fn(preds, targets)
     ref_items, ref_images = reference_losses(preds, targets, STRIDES, nc, prior, loss_fn.use_l1, loss_fn.iou_loss)
-    fg_ours = loss_fn_assignment(loss_fn, preds, targets)
+    fg_ours = loss_fn.assign(preds, targets)
     for b, (fg, matched) in enumerate(ref_images):
         assert torch.equal(fg_ours.fg_mask[b], fg), f"image {b}: foreground masks differ"
         assert torch.equal(fg_ours.matched_gt[b][fg], matched), f"image {b}: matched GTs differ"
@@ -78,22 +32,10 @@ def assert_same_assignment(model, loss_fn, preds, targets, nc, prior):
     return items
 
 
-def loss_fn_assignment(loss_fn, preds, targets):
-    """Re-run the assignment the loss made, to compare it with the reference."""
-    from utils.loss.simota_sparse import simota_assign
-
-    raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1).float()
-    grid, stride = loss_fn._anchors([tuple(p.shape[2:]) for p in preds], raw.device)
-    boxes = torch.cat(((raw[..., :2] + grid) * stride, torch.exp(raw[..., 2:4]) * stride), -1)
-    in_h, in_w = preds[0].shape[2] * STRIDES[0], preds[0].shape[3] * STRIDES[0]
-    gt_img, gt_cls, gt_boxes = loss_fn._targets(targets, raw.shape[0], in_w, in_h, raw.device)
-    return simota_assign(boxes, raw[..., 5:], raw[..., 4], (grid + 0.5) * stride, stride[:, 0],
-                         gt_boxes, gt_cls, gt_img, loss_fn.prior)
-
-
+@pytest.mark.parametrize("assigner", ["sparse", "dense"])
 @pytest.mark.parametrize("prior", ["center", "box_or_center"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_batched_assignment_equals_per_image_reference(prior, case):
+def test_batched_assignment_equals_per_image_reference(prior, case, assigner):
     spec = dict(CASES[case])
     counts = spec.pop("counts")
     nc = 20
@@ -101,6 +43,8 @@ def test_batched_assignment_equals_per_image_reference(prior, case):
     preds = random_preds(len(counts), nc, seed=len(case))
     targets = random_targets(counts, nc, seed=len(case) + 1, **spec)
     loss_fn = ComputeXLoss(model, {"simota_prior": prior})
+    if assigner == "dense":
+        loss_fn.assigner = simota_assign_dense
     loss_fn.use_l1 = True
     items = assert_same_assignment(model, loss_fn, preds, targets, nc, prior)
     assert torch.isfinite(items).all()
@@ -143,7 +87,7 @@ def test_duplicate_gts_share_their_anchors():
         loss_fn = ComputeXLoss(make_model(nc), {"simota_prior": prior})
         assert_same_assignment(None, loss_fn, preds, t, nc, prior)
         # the first of two identical GTs wins every contested anchor, as official argmin does
-        assignment = loss_fn_assignment(loss_fn, preds, t)
+        assignment = loss_fn.assign(preds, t)
         rows = assignment.matched_row[0][assignment.fg_mask[0]]
         assert 1 not in rows.tolist()
 
@@ -160,7 +104,7 @@ def test_ties_do_not_change_the_loss():
         level[0, 4:, 8, x] = 1.0
     loss_fn = ComputeXLoss(make_model(nc), {"simota_prior": "center"})
     _, items = loss_fn(preds, gt)
-    assignment = loss_fn_assignment(loss_fn, preds, gt)
+    assignment = loss_fn.assign(preds, gt)
     assert int(assignment.fg_mask.sum()) == 1
     assert assignment.fg_mask[0, 8 * 16 + 7] or assignment.fg_mask[0, 8 * 16 + 8]
     ref_items, _ = reference_losses(preds, gt, STRIDES, nc, "center")
@@ -217,9 +161,80 @@ def test_loss_items_and_interface():
     loss, items = loss_fn(preds, random_targets([3, 2], nc, seed=6))
     assert items.shape == (4,) and not items.requires_grad and items[3] == 0
     assert torch.isclose(loss, items.sum())
-    with pytest.raises(ValueError, match="'simota_prior' must be one of"):
+    with pytest.raises(ValueError, match=r"'simota_prior' must be one of \('center', 'box_or_center'\)"):
         ComputeXLoss(model, {"simota_prior": "centre"})
     with pytest.raises(ValueError, match="'iou_loss' must be one of"):
         ComputeXLoss(model, {"iou_loss": "ciou"})
     with pytest.raises(ValueError, match="classes outside"):
         loss_fn(preds, torch.tensor([[0, 9, 0.5, 0.5, 0.1, 0.1]]))
+
+
+def test_image_without_ground_truth_has_only_objectness_loss():
+    """Every anchor of an image without GTs is background: the box, class and L1 terms are 0, the
+    objectness term is the BCE of every anchor against 0, summed and divided by max(foreground, 1) = 1."""
+    nc = 4
+    loss_fn = ComputeXLoss(make_model(nc), {})
+    loss_fn.use_l1 = True
+    preds = random_preds(1, nc, seed=9)
+    loss, items = loss_fn(preds, torch.zeros(0, 6))
+    obj = torch.cat([p[:, 4].flatten() for p in preds])
+    expected_obj = torch.nn.functional.binary_cross_entropy_with_logits(obj, torch.zeros_like(obj), reduction="sum")
+    assert items[0] == 0 and items[2] == 0 and items[3] == 0
+    assert items[1] > 0 and torch.isclose(items[1], expected_obj, rtol=1e-6)
+    assert torch.isclose(loss, items[1])
+    # with a second image that has GTs, the empty image still adds only to the objectness term
+    preds2 = random_preds(2, nc, seed=9)
+    _, items2 = loss_fn(preds2, random_targets([0, 3], nc, seed=1))
+    assert int(loss_fn.last_stats["num_fg"]) > 0 and all(v > 0 for v in items2.tolist())
+
+
+# ---- the default prior against official YOLOX's current code --------------------------------------------
+CURRENT_CASES = ["one_gt", "mixed_empty", "many", "smaller_than_stride", "huge_boxes", "crowded_200"]
+
+
+@pytest.fixture(scope="module")
+def current_official(tmp_path_factory):
+    """Official YOLOX's current code (pixeltable-yolox 0.4.3, the ``center`` prior) on CURRENT_CASES, with
+    and without L1, run in its own environment: {(case, use_l1): answer}. Skipped without that
+    environment, an error in CI (REQUIRE_REFERENCE=1)."""
+    python = current_official_env_python()
+    if not python.is_file():
+        if os.environ.get("REQUIRE_REFERENCE") == "1":
+            pytest.fail(f"no environment with official YOLOX's current code at {python} (bash tests/install_reference.sh)")
+        pytest.skip(f"no environment with official YOLOX's current code at {python} (bash tests/install_reference.sh)")
+    cases, keys = [], []
+    for case in CURRENT_CASES:
+        spec = dict(CASES[case])
+        counts = spec.pop("counts")
+        preds = random_preds(len(counts), 20, seed=11 + len(case))
+        targets = random_targets(counts, 20, seed=12 + len(case), **spec)
+        for use_l1 in (False, True):
+            cases.append({"preds": preds, "targets": targets, "nc": 20, "use_l1": use_l1})
+            keys.append((case, use_l1))
+    root = tmp_path_factory.mktemp("current")
+    torch.save({"strides": STRIDES, "cases": cases}, root / "cases.pt")
+    script = Path(__file__).resolve().parents[2] / "yolox_current_reference.py"
+    r = subprocess.run([str(python), str(script), str(root / "cases.pt"), str(root / "answers.pt")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    answers = torch.load(root / "answers.pt", weights_only=True)
+    assert answers["version"] == "0.4.3"
+    return {k: (c, a) for k, c, a in zip(keys, cases, answers["answers"])}
+
+
+@pytest.mark.parametrize("use_l1", [False, True])
+@pytest.mark.parametrize("case", CURRENT_CASES)
+def test_center_prior_equals_current_official(current_official, case, use_l1):
+    """ComputeXLoss's default prior (``center``) against official YOLOX's current get_losses and
+    get_assignments: the same foreground anchors and matched GTs per image, loss items within 1e-5."""
+    spec, answer = current_official[(case, use_l1)]
+    loss_fn = ComputeXLoss(make_model(spec["nc"]), {})  # the default: simota_prior center
+    loss_fn.use_l1 = use_l1
+    assert loss_fn.prior == "center"
+    _, items = loss_fn(spec["preds"], spec["targets"])
+    torch.testing.assert_close(items, answer["items"], rtol=1e-5, atol=1e-6)
+    ours = loss_fn.assign(spec["preds"], spec["targets"])
+    for b, (fg, matched) in enumerate(zip(answer["fg"], answer["matched"])):
+        assert torch.equal(ours.fg_mask[b], fg), f"image {b}: foreground anchors differ"
+        assert torch.equal(ours.matched_gt[b][fg], matched), f"image {b}: matched GTs differ"
+    assert sum(int(fg.sum()) for fg in answer["fg"]) > 0 or case == "zero_gts"

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.support import ROOT as REPO
 from utils.data import demo as demo_data
 from utils.data.demo import DEMO_NAMES, ensure_demo_dataset, generate_demo_dataset, render_scene, shape_mask
 
 SMALL = dict(n_train=12, n_val=6, img_size=(160, 192), progress=False)  # (h, w): not square, to catch swaps
 H, W = SMALL["img_size"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

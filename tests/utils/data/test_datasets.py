@@ -1,65 +1,16 @@
-"""Data pipeline: verification of bad files, the label cache, COCO vs YOLO sources, loaders."""
+"""utils/data/datasets.py: verification of bad files, COCO vs YOLO sources, loaders, letterboxes."""
 import logging
 import os
-import time
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from utils.data.dataset_yaml import load_data_config
 from utils.data.datasets import LoadImagesAndLabels, create_dataloader
 from utils.data.demo import generate_demo_dataset
 
-NC = 3
-
-
-def write_image(path, h=64, w=80, seed=0, ext=None):
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), img)
-    return img
-
-
-def write_labels(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-@pytest.fixture
-def broken_dataset(tmp_path):
-    """A YOLO-layout folder with one good sample and one of every problem the issue names."""
-    images, labels = tmp_path / "images" / "train", tmp_path / "labels" / "train"
-    good = "0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n"
-    for i in range(3):
-        write_image(images / f"good{i}.jpg", seed=i)
-        write_labels(labels / f"good{i}.txt", good)
-    (images / "garbage.jpg").write_bytes(b"this is not an image")
-    write_labels(labels / "garbage.txt", good)
-    write_image(images / "truncated.jpg", seed=5)
-    data = (images / "truncated.jpg").read_bytes()
-    (images / "truncated.jpg").write_bytes(data[:-200])
-    write_labels(labels / "truncated.txt", good)
-    write_image(images / "tiny.png", h=8, w=8)
-    write_labels(labels / "tiny.txt", good)
-    cases = {
-        "columns": "0 0.5 0.5 0.2\n1 0.3 0.3 0.1 0.1\n",
-        "words": "zero 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
-        "class": "7 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
-        "size": "0 0.5 0.5 0.0 0.2\n1 0.3 0.3 -0.1 0.1\n2 0.6 0.6 0.1 0.1\n",
-        "slightly_out": "0 0.98 0.5 0.1 0.2\n",
-        "absurd": "0 3.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
-        "dupes": "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n",
-        "empty": "",
-        "polygon": "2 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n",
-    }
-    for i, (name, text) in enumerate(cases.items()):
-        write_image(images / f"{name}.jpg", seed=10 + i)
-        write_labels(labels / f"{name}.txt", text)
-    write_image(images / "background.jpg", seed=30)  # no label file
-    return tmp_path
+from tests.utils.data.conftest import NC, write_image, write_labels
 
 
 def build(path, **kw):
@@ -138,29 +89,6 @@ def test_image_kinds_load_as_bgr(tmp_path):
     assert rgba[20, 5].tolist() == [0, 0, 255]
 
 
-def test_cache_is_reused_and_rebuilt_when_a_file_changes(broken_dataset, caplog):
-    build(broken_dataset)
-    cache = broken_dataset / "labels" / "train.cache"
-    assert cache.is_file()
-    with caplog.at_level(logging.INFO, logger="yolox5.data"):
-        ds = build(broken_dataset)
-    assert "(cache " in caplog.text  # loaded from the cache, warnings repeated
-    assert "class.txt: line 1: class 7" in caplog.text
-    assert len(labels_of(ds, "good0.jpg")) == 2
-    label = broken_dataset / "labels" / "train" / "good0.txt"
-    label.write_text("0 0.5 0.5 0.2 0.2\n")
-    os.utime(label, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="yolox5.data"):
-        ds = build(broken_dataset)
-    assert "cache out of date" in caplog.text and len(labels_of(ds, "good0.jpg")) == 1
-    cache.write_bytes(b"corrupt cache")
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="yolox5.data"):
-        ds = build(broken_dataset)
-    assert "unreadable cache" in caplog.text and len(ds) == 14
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
@@ -230,27 +158,3 @@ def test_topleft_letterbox_for_official_weights(demo):
     r = min(160 / h0, 160 / w0)
     assert rh == pytest.approx(int(h0 * r) / h0) and rw == pytest.approx(int(w0 * r) / w0)
     assert (img[:, int(h0 * r):, :] == 114).all()  # padding below the pasted image
-
-
-def test_data_yaml_paths_names_and_demo_generation(tmp_path):
-    yaml_path = tmp_path / "mine.yaml"
-    yaml_path.write_text("path: ds\ntrain: images/train\nval: images/val\nnames: {0: a, 1: b}\n")
-    data = load_data_config(yaml_path)
-    assert data["names"] == ["a", "b"] and data["nc"] == 2
-    assert data["train"] == str(tmp_path / "ds" / "images" / "train")
-    yaml_path.write_text("path: ds\ntrain: images/train\nnames: [a, b]\nnc: 3\n")
-    with pytest.raises(ValueError, match="nc is 3 but 2 names"):
-        load_data_config(yaml_path)
-    yaml_path.write_text("path: demo\ntrain: images/train\nval: images/val\nnames: [a]\ngenerate: demo\n")
-    import utils.data.demo as demo_data
-
-    calls = []
-    original = demo_data.ensure_demo_dataset
-    demo_data.ensure_demo_dataset = lambda root, **kw: calls.append(root)
-    try:
-        load_data_config(yaml_path)
-    finally:
-        demo_data.ensure_demo_dataset = original
-    assert calls == [tmp_path / "demo"]
-    with pytest.raises(FileNotFoundError, match="dataset description not found"):
-        load_data_config(tmp_path / "missing.yaml")

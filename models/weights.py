@@ -1,0 +1,102 @@
+"""Checkpoints onto YAML models: this project's checkpoints and official YOLOX's, for inference
+(``load_model``) and as a training start (``load_pretrained``). Loading never unpickles code
+(utils/checkpoints.read_checkpoint: ``torch.load(..., weights_only=True)``); a checkpoint that does not
+fit the model fails with the missing, unexpected and mis-shaped keys listed."""
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from models import yolox_official
+from models.yolo import Model
+from utils.checkpoints import read_checkpoint
+
+LOGGER = logging.getLogger("yolox5.models")
+
+
+def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
+    """A model in eval mode from this project's checkpoint or an official YOLOX checkpoint.
+
+    Project checkpoints carry their YAML; the EMA weights are used when present. Official YOLOX
+    checkpoints (``{'model': state_dict}``) load onto ``cfg`` or, without one, onto the bundled
+    model file their shapes identify. Mismatches fail with the missing and unexpected keys and
+    the shape differences listed.
+    """
+    ckpt = read_checkpoint(weights)
+    state = ckpt.get("ema") or ckpt.get("model")
+    shown_names = {}
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
+    if yolox_official.is_official(state):
+        state = yolox_official.as_float_tensors(state)
+        if cfg is None:
+            cfg, official_nc = yolox_official.infer_official_cfg(state)
+            LOGGER.info(f"{weights}: official YOLOX checkpoint, building {cfg} (nc={official_nc})")
+            nc = nc or official_nc
+        converted = yolox_official.official_to_project(state)
+        shown_names = dict(zip(converted, state))  # name unexpected keys as the checkpoint spells them
+        state = converted
+        model = Model(cfg, nc=nc if nc is not None else _nc_of(state))
+    else:
+        model_cfg = cfg if cfg is not None else ckpt.get("yaml")
+        if model_cfg is None:
+            raise ValueError(f"{weights}: the checkpoint holds no model YAML; pass cfg")
+        model = Model(model_cfg, nc=nc if nc is not None else _nc_of(state))
+        if ckpt.get("names"):
+            model.names = list(ckpt["names"])
+    load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
+    model.official = bool(shown_names)  # official weights expect official preprocessing (top-left letterbox)
+    return model.to(device).eval()
+
+
+def _nc_of(state: dict) -> int | None:
+    """Classes of a state_dict, from the first cls prediction conv of its DetectX layer."""
+    for key, value in state.items():
+        if key.endswith("cls_preds.0.weight"):
+            return int(value.shape[0])
+    return None
+
+
+def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkpoint",
+                            shown_names: dict | None = None) -> None:
+    """load_state_dict(strict) with one message listing missing, unexpected and mis-shaped keys.
+
+    ``shown_names`` maps converted keys back to the checkpoint's own spelling for the message.
+    """
+    own = model.state_dict()
+    shown_names = shown_names or {}
+    missing = [k for k in own if k not in state]
+    unexpected = [shown_names.get(k, k) for k in state if k not in own]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        def block(title, items):
+            shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
+            return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(shown) if items else ""
+        raise ValueError(f"{source} does not fit the model {getattr(model, 'yaml_source', '')}:"
+                         + block("missing keys", missing) + block("unexpected keys", unexpected)
+                         + block("shape mismatches", mismatched))
+    model.load_state_dict(state, strict=True)
+
+
+def load_pretrained(model: Model, weights, log=LOGGER) -> None:
+    """Start ``model`` from a checkpoint (this project's or official YOLOX's) for training.
+
+    Weights load by name; when only the class predictions differ in shape (another nc), those are
+    left freshly initialised, with a message. Any other mismatch is an error listing the keys.
+    """
+    ckpt = read_checkpoint(weights)
+    state = ckpt.get("ema") or ckpt.get("model")
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
+    if yolox_official.is_official(state):
+        state = yolox_official.official_to_project(yolox_official.as_float_tensors(state))
+    own = model.state_dict()
+    cls_keys = [k for k in state if ".cls_preds." in k and k in own and state[k].shape != own[k].shape]
+    if cls_keys:
+        log.info(f"{weights}: class predictions re-initialised for nc={model.nc} "
+                 f"(checkpoint has nc={state[cls_keys[0]].shape[0]}); every other weight transferred")
+        state = {k: (own[k] if k in cls_keys else v) for k, v in state.items()}
+    load_state_dict_checked(model, {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+                                    for k, v in state.items()}, source=str(weights))

@@ -1,0 +1,33 @@
+"""utils/export/npu_report.py on a model whose ops are known."""
+import torch
+from torch import nn
+
+from utils.export.npu_report import npu_report
+from utils.export.onnx_file import export_onnx
+
+
+class Known(nn.Module):
+    """Conv-Relu (fusable), Conv-SiLU (a pair), a Conv read twice then Relu (not fusable), MaxPool, Sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2, self.c3 = nn.Conv2d(3, 4, 3, 1, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        y = nn.functional.silu(self.c2(y))
+        z = self.c3(y)
+        return torch.sigmoid(nn.functional.max_pool2d(torch.relu(z) + z, 2))
+
+
+def test_report_counts_known_ops(tmp_path):
+    f = export_onnx(Known().eval(), torch.rand(1, 3, 16, 16), tmp_path / "k.onnx", opset=10,
+                    output_names=["out"], metadata={"layout": "decoded"})
+    r = npu_report(f)
+    assert dict(r.op_counts) == {"Conv": 3, "Relu": 2, "Sigmoid": 2, "Mul": 1, "Add": 1, "MaxPool": 1}
+    assert (r.conv_relu, r.silu, r.silu_after_conv, r.lone_sigmoid) == (1, 1, 1, 1)
+    assert r.params == 3 * 4 * 9 + 4 + 2 * (16 + 4) and r.opset == 10 and r.outside == {}
+    assert r.inputs == [("images", [1, 3, 16, 16], "float32")] and r.outputs == [("out", [1, 4, 8, 8], "float32")]
+    text = r.text()
+    assert "1 Conv+Relu fusable, 1 Sigmoid+Mul (SiLU) pairs (1 after a Conv, not fusable), 1 lone Sigmoid" in text
+    assert "ops (10 nodes): Conv 3, Relu 2, Sigmoid 2, Add 1, MaxPool 1, Mul 1" in text

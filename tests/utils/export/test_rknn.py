@@ -1,0 +1,69 @@
+"""utils/export/rknn.py: calibration files as the model's input, RKNN files refused where they cannot run,
+and the int8 / float16 models in rknn-toolkit2's simulator (skipped without rknn-toolkit2, which CI lacks)."""
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import export
+from tests.support import EXPORT_SIZE as IMGSZ
+from tests.support import varied_model
+from utils.checkpoints import save_checkpoint
+from utils.data.demo import DEMO_NAMES, generate_demo_dataset
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(checkpoint path, model, dataset yaml) of a varied yoloxn and a 6-image demo dataset at 160 px."""
+    root = tmp_path_factory.mktemp("npu")
+    model = varied_model("models/yoloxn.yaml")
+    with torch.no_grad():  # box regression of a trained model's size (varied_model()'s reaches exp(12) px): the int8
+        for conv in model.detect.reg_preds:  # figures then mean something
+            conv.weight.mul_(0.1)
+            conv.bias.mul_(0.1)
+    path = save_checkpoint(root / "n.pt", {"model": model.state_dict(), "yaml": model.yaml, "names": ["a", "b", "c"]})
+    demo = generate_demo_dataset(root / "demo", seed=0, n_train=4, n_val=2, img_size=(IMGSZ, IMGSZ), progress=False)
+    data = root / "demo.yaml"
+    data.write_text(yaml.safe_dump({"path": str(demo), "train": "images/train", "val": "images/val",
+                                    "names": list(DEMO_NAMES)}))
+    return path, model, str(data)
+
+
+def test_rknn_file_given_to_val_says_where_it_runs(tmp_path):
+    from utils.infer.backends import load_weights
+
+    (tmp_path / "m.rknn").write_bytes(b"RKNN")
+    with pytest.raises(ValueError, match="run on the Rockchip NPU"):
+        load_weights(tmp_path / "m.rknn")
+
+
+def test_rknn_calibration_files_are_the_model_input(tmp_path):
+    """rknn reads .npy calibration data as it is: NCHW BGR 0-255 float, one image per file, listed in order."""
+    from utils.export.rknn import _write_dataset
+
+    images = (np.random.default_rng(0).random((3, 3, 32, 64)) * 255).astype(np.float32)
+    listing = _write_dataset(images, tmp_path)
+    files = listing.read_text().splitlines()
+    assert len(files) == 3 and all(f.endswith(".npy") and f.startswith("/") for f in files)
+    for f, im in zip(files, images):
+        a = np.load(f)
+        assert a.shape == (1, 3, 32, 64) and a.dtype == np.float32 and np.array_equal(a[0], im)
+
+
+def test_rknn_export_int8_and_float16(tiny, tmp_path):
+    pytest.importorskip("rknn.api", reason="rknn-toolkit2 not installed (pip install rknn-toolkit2, own venv)")
+    path, _, data = tiny
+    res = export.run(weights=path, include=("rknn",), img_size=IMGSZ, deploy=True, int8=True, data=data,
+                     calib_images=3, rknn_platform="rk3566", output=tmp_path / "m.onnx")
+    c = res["rknn_comparison"]
+    assert res["rknn"].name == "m.int8.rknn" and res["rknn"].stat().st_size > 100_000
+    assert c.runtime == "rknn-toolkit2 simulator, rk3566, int8" and c.n_images == 2 and c.agreement.n_ref == 200
+    cos = {n: v for n, _, _, v in c.lines}  # int8 of a random model on 3 images: loose figures
+    assert cos["decoded boxes (px)"] > 0.99 and cos["decoded scores"] > 0.8 and c.agreement.matched > 0
+    res = export.run(weights=path, include=("rknn",), img_size=IMGSZ, deploy=True, opset=13, data=data,
+                     output=tmp_path / "f.onnx")
+    c = res["rknn_comparison"]
+    assert res["rknn"].name == "f.rknn" and c.runtime.endswith("float16")
+    assert c.cosine > 0.995 and c.agreement.share > 0.9  # float16 (the simulator's float type): close to torch

@@ -8,14 +8,16 @@ in the repo, not in the installed package):
     python -m benchmarks.bench_loss --skip-official --threads 1
 
 Inputs: one batch at 640x640 (8400 anchors, strides 8/16/32), 80 classes, random head outputs
-(per level [B, 85, H, W]: xy offsets 0.5 + 0.5 N, log-wh 1 + 0.5 N, logits 2 N - 2, as
-``random_preds`` in tests/test_loss.py) and --gts boxes per image with sides uniform in 8..300 px
+(per level [B, 85, H, W]: xy offsets 0.5 + 0.5 N, log-wh 1 + 0.5 N, logits 2 N - 2:
+tests.support.random_preds) and --gts boxes per image with sides uniform in 8..300 px
 and centres uniform inside the image, as [M, 6] targets (image, class, cx, cy, w, h) normalised.
 Every measurement sees the very same tensors (fixed seeds).
 
 Measured, each in a fresh subprocess:
-  assign        utils.loss.simota_sparse.simota_assign alone, its inputs prepared from a ComputeXLoss as
-                tests/test_loss.py::loss_fn_assignment does (preparation not timed)
+  assign        utils.loss.simota_sparse.simota_assign alone, its inputs prepared by the loss
+                (ComputeXLoss.assign_inputs; preparation not timed)
+  assign dense  utils.loss.simota_dense.simota_assign_dense, the dense batched reference of the tests,
+                on the same inputs
   loss          ComputeXLoss(model, {"simota_prior": prior})(preds, targets), forward only (preds
                 without grad, so no autograd graph is kept); loss+bwd adds backward() into preds
                 that require grad, as in training
@@ -73,7 +75,7 @@ MIB = 2 ** 20
 @dataclass(frozen=True)
 class Method:
     label: str
-    kind: str        # 'assign', 'loss', 'loss_bwd', 'official' or 'reference'
+    kind: str        # 'assign', 'assign_dense', 'loss', 'loss_bwd', 'official' or 'reference'
     prior: str
     slow: bool = False  # slow per-image implementation: fewer runs, no warm-up, always on the CPU
 
@@ -81,6 +83,8 @@ class Method:
 METHODS = {
     "assign": Method("ours: simota_assign", "assign", "box_or_center"),
     "assign_center": Method("ours: simota_assign", "assign", "center"),
+    "assign_dense": Method("ours: simota_assign_dense", "assign_dense", "box_or_center"),
+    "assign_dense_center": Method("ours: simota_assign_dense", "assign_dense", "center"),
     "loss": Method("ours: ComputeXLoss", "loss", "box_or_center"),
     "loss_center": Method("ours: ComputeXLoss", "loss", "center"),
     "loss_center_bwd": Method("ours: ComputeXLoss + backward", "loss_bwd", "center"),
@@ -92,16 +96,11 @@ METHODS = {
 
 # ---- inputs (the same in every worker) --------------------------------------------------------
 def make_preds(batch: int, seed: int = PREDS_SEED) -> list[torch.Tensor]:
-    """Raw train-mode head outputs per level: boxes near their anchors, a few strides in size."""
-    g = torch.Generator().manual_seed(seed)
-    preds = []
-    for s in STRIDES:
-        p = torch.randn(batch, 5 + NC, IMG // s, IMG // s, generator=g)
-        p[:, :2] = p[:, :2] * 0.5 + 0.5
-        p[:, 2:4] = p[:, 2:4] * 0.5 + 1.0
-        p[:, 4:] = p[:, 4:] * 2 - 2  # mostly low scores, as a detector's
-        preds.append(p)
-    return preds
+    """Raw train-mode head outputs per level: boxes near their anchors, a few strides in size, mostly
+    low scores, as a detector's."""
+    from tests.support import random_preds
+
+    return random_preds(batch, NC, h=IMG, w=IMG, seed=seed)
 
 
 def make_targets(batch: int, gts: int, seed: int = TARGETS_SEED) -> torch.Tensor:
@@ -125,17 +124,6 @@ def make_model():
     return model
 
 
-def assign_inputs(loss_fn, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple:
-    """simota_assign's arguments, prepared from the loss object as tests/test_loss.py::loss_fn_assignment does."""
-    raw = torch.cat([p.flatten(2) for p in preds], 2).permute(0, 2, 1).float()
-    grid, stride = loss_fn._anchors([tuple(p.shape[2:]) for p in preds], raw.device)
-    boxes = torch.cat(((raw[..., :2] + grid) * stride, torch.exp(raw[..., 2:4]) * stride), -1)
-    in_h, in_w = preds[0].shape[2] * STRIDES[0], preds[0].shape[3] * STRIDES[0]
-    gt_img, gt_cls, gt_boxes = loss_fn._targets(targets, raw.shape[0], in_w, in_h, raw.device)
-    return (boxes, raw[..., 5:], raw[..., 4], (grid + 0.5) * stride, stride[:, 0],
-            gt_boxes, gt_cls, gt_img, loss_fn.prior)
-
-
 def make_call(method: Method, preds: list[torch.Tensor], targets: torch.Tensor) -> Callable[[], list | None]:
     """The function to time; it returns the loss items (or None for the assigner alone).
     Everything it needs is built here, before the memory baseline."""
@@ -151,15 +139,17 @@ def make_call(method: Method, preds: list[torch.Tensor], targets: torch.Tensor) 
 
         return lambda: reference_losses(preds, targets, STRIDES, NC, method.prior)[0].tolist()
 
+    from utils.loss import ComputeXLoss
+    from utils.loss.simota_dense import simota_assign_dense
     from utils.loss.simota_sparse import simota_assign
-    from utils.loss.yolox_loss import ComputeXLoss
 
     loss_fn = ComputeXLoss(make_model(), {"simota_prior": method.prior})
-    if method.kind == "assign":
-        args = assign_inputs(loss_fn, preds, targets)
+    if method.kind in ("assign", "assign_dense"):
+        args = loss_fn.assign_inputs(preds, targets)
+        assign = simota_assign if method.kind == "assign" else simota_assign_dense
 
         def assign_only():
-            simota_assign(*args)  # no loss items: the assignment alone is timed
+            assign(*args)  # no loss items: the assignment alone is timed
 
         return assign_only
     if method.kind == "loss":

@@ -62,13 +62,17 @@ class ComputeXLoss:
         with torch.autocast(device_type=preds[0].device.type, enabled=False):
             p = self._predictions(preds)
             gt_img, gt_cls, gt_boxes = self._targets(targets, preds)
-            assignment = self._assign(p, gt_img, gt_cls, gt_boxes)
+            assignment = self.assigner(*self._assign_args(p, gt_img, gt_cls, gt_boxes))
             return self._loss(p, gt_boxes, assignment)
 
     def assign(self, preds: list[torch.Tensor], targets: torch.Tensor) -> Assignment:
         """The SimOTA assignment this loss makes for these predictions and targets."""
+        return self.assigner(*self.assign_inputs(preds, targets))
+
+    def assign_inputs(self, preds: list[torch.Tensor], targets: torch.Tensor) -> tuple:
+        """The assigner's arguments for these predictions and targets, as the loss prepares them."""
         with torch.autocast(device_type=preds[0].device.type, enabled=False):
-            return self._assign(self._predictions(preds), *self._targets(targets, preds))
+            return self._assign_args(self._predictions(preds), *self._targets(targets, preds))
 
     def _predictions(self, preds: list[torch.Tensor]) -> _Predictions:
         if len(preds) != len(self.strides):
@@ -79,9 +83,9 @@ class ComputeXLoss:
         reg = raw[..., :4]
         return _Predictions(reg, raw[..., 4], raw[..., 5:], self.decoder.boxes(reg, grid, stride), grid, stride)
 
-    def _assign(self, p: _Predictions, gt_img, gt_cls, gt_boxes) -> Assignment:
-        return self.assigner(p.boxes.detach(), p.cls.detach(), p.obj.detach(), (p.grid + 0.5) * p.stride,
-                             p.stride[:, 0], gt_boxes, gt_cls, gt_img, self.prior)
+    def _assign_args(self, p: _Predictions, gt_img, gt_cls, gt_boxes) -> tuple:
+        return (p.boxes.detach(), p.cls.detach(), p.obj.detach(), (p.grid + 0.5) * p.stride, p.stride[:, 0],
+                gt_boxes, gt_cls, gt_img, self.prior)
 
     def _loss(self, p: _Predictions, gt_boxes, assignment: Assignment):
         fg = assignment.fg_mask  # [B, A]

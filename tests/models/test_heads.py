@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from models.heads import DECODERS, DetectX, decoder_from_meta, decoder_metadata
+from models.heads import DECODERS, BoxDecoder, DetectionHead, DetectX, decoder_from_meta, decoder_metadata
 from models.heads.base import boxes_and_scores, decode_levels, flatten_levels
 from models.heads.yolox import YOLOXDecoder
 from models.yolo import Model
@@ -149,3 +149,93 @@ def test_grid_cache_follows_input_size():
         grid, stride = head._grids([(8, 16), (4, 8)], [4.0, 8.0])
         assert torch.equal(grid, make_grid([(8, 16), (4, 8)], [4.0, 8.0])[0])
         assert model(torch.zeros(1, 3, 64, 32)).shape == (1, 16 * 8 + 8 * 4, 7)  # another size: a new grid
+
+
+# ---- a second head family on the contract: no objectness, boxes as distances from the cell centre -----------
+class LTRBDecoder(BoxDecoder):
+    """Boxes as exp(l, t, r, b) strides from the anchor's centre, sigmoid class scores, no objectness."""
+
+    name = "test_ltrb"
+    maps = ("reg", "cls")
+    has_objectness = False
+    description = "reg_s [B, 4, H, W] log distances (l, t, r, b) in strides from the cell centre, cls_s sigmoid"
+
+    def channels(self, nc):
+        return (4, nc)
+
+    def activate(self, logits):
+        reg, cls = logits
+        return reg, cls.sigmoid()
+
+    def boxes(self, reg, grid, stride):
+        centre, dist = (grid + 0.5) * stride, torch.exp(reg) * stride
+        lo, hi = centre - dist[..., :2], centre + dist[..., 2:]
+        return torch.cat(((lo + hi) / 2, hi - lo), -1)
+
+    def decode(self, flat, grid, stride):
+        return torch.cat((self.boxes(flat[..., :4], grid, stride), torch.ones_like(flat[..., :1]), flat[..., 4:]), -1)
+
+
+class LTRBHead(DetectionHead):
+    loss = "none"
+
+    def __init__(self, nc=80, anchors=1, ch=()):
+        super().__init__(nc, len(ch))
+        self.decoder = LTRBDecoder()
+        self.reg_preds = torch.nn.ModuleList(torch.nn.Conv2d(c, 4, 1) for c in ch)
+        self.cls_preds = torch.nn.ModuleList(torch.nn.Conv2d(c, nc, 1) for c in ch)
+
+    def level_sizes(self, xs):
+        return [tuple(x.shape[-2:]) for x in xs]
+
+    def logits(self, xs):
+        return [(r(x) * 0.1, c(x)) for x, r, c in zip(xs, self.reg_preds, self.cls_preds)]
+
+
+@pytest.fixture
+def ltrb_model(monkeypatch):
+    """A YAML model ending in LTRBHead, its block and decoder registered for the test only."""
+    from models import heads, registry
+
+    monkeypatch.setitem(registry.BLOCKS, "LTRBHead", registry.BlockSpec(LTRBHead, rule="detect"))
+    monkeypatch.setitem(heads.DECODERS, LTRBDecoder.name, LTRBDecoder)
+    cfg = {"nc": 3, "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]],
+                                 [-1, 1, "Conv", [8, 3, 2]]],
+           "head": [[[2, 3], 1, "LTRBHead", ["nc", 1]]]}
+    return randomize_bn(Model(cfg)).eval()
+
+
+def test_a_head_without_objectness_needs_no_change_elsewhere(ltrb_model, tmp_path):
+    """The eval output, one-forward evaluation, NMS, every export layout, the ONNX file's post-processing and
+    the Detector all work for a head the rest of the code has never heard of."""
+    from utils.checkpoints import save_checkpoint
+    from utils.export.exporter import run_export
+    from utils.export.layouts import ExportModel
+    from utils.export.options import ExportOptions
+    from utils.export.rewrite import prepare_for_export
+    from utils.infer.backends import forward
+    from utils.infer.nms import non_max_suppression
+    from tests.support import ort_decoded
+
+    model = ltrb_model
+    x = torch.rand(2, 3, 64, 96) * 255
+    with torch.no_grad():
+        out = model(x)
+        decoded, raw = forward(model, x, with_raw=True)
+    assert model.stride.tolist() == [8.0, 16.0] and out.shape == (2, 8 * 12 + 4 * 6, 5 + 3)
+    assert out[..., 4].eq(1).all() and [r.shape[1] for r in raw] == [4 + 3] * 2  # no objectness channel
+    torch.testing.assert_close(decoded, out, rtol=1e-6, atol=1e-6)
+    centre = (torch.tensor([5.0, 2.0]) + 0.5) * 8  # level 0, cell (x 5, y 2): its box is centred near it
+    assert (out[0, 2 * 12 + 5, :2] - centre).abs().max() < 8
+    assert len(non_max_suppression(out, 0.0, 0.5)[0]) > 0
+    with torch.no_grad():
+        for layout in ("per-level", "split", "decoded"):
+            wrapped = ExportModel(prepare_for_export(model), layout)
+            got = wrapped.format.decode([t.numpy() for t in wrapped(x)] if layout != "decoded" else [wrapped(x)])
+            want = out if layout != "split" else torch.cat((out[..., :4], out[..., 4:5], out[..., 5:] * out[..., 4:5]), -1)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        assert wrapped.format.with_layout("per-level").names == ["reg_s8", "cls_s8", "reg_s16", "cls_s16"]
+    weights = save_checkpoint(tmp_path / "ltrb.pt", {"model": model.state_dict(), "yaml": model.yaml})
+    res = run_export(ExportOptions(weights=weights, img_size=(64, 96), deploy=True, output=tmp_path / "l.onnx"))
+    assert res["verification"][0].ok
+    torch.testing.assert_close(ort_decoded(res["onnx"], x[:1]), out[:1], rtol=1e-4, atol=1e-3)

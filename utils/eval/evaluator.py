@@ -25,10 +25,13 @@ from tqdm import tqdm
 
 from utils.data.augment import LETTERBOX_MODES
 from utils.data.dataset_yaml import load_data_config, split_source
+from utils.data.datasets import create_dataloader
+from utils.devices import select_device
 from utils.eval import coco_eval
 from utils.eval.metrics import ap_per_class, match_predictions
-from utils.infer.backends import forward, to_original
+from utils.infer.backends import forward, load_weights, to_original
 from utils.infer.nms import non_max_suppression
+from utils.runs import increment_path
 
 LOGGER = logging.getLogger("yolox5.val")
 TASKS = ("val", "test", "speed")
@@ -109,10 +112,6 @@ class EvalResult(NamedTuple):
 # ---- standalone -----------------------------------------------------------------------------------
 def run_val(opts: ValOptions) -> EvalResult:
     """Load the weights, build the split's loader and evaluate (val.py)."""
-    from utils.devices import select_device
-    from utils.infer.backends import load_weights
-    from utils.runs import increment_path
-
     data = opts.data if isinstance(opts.data, dict) else load_data_config(opts.data)
     source = split_source(data, opts.split)  # raises when the dataset has no such split
     device = select_device(opts.device)
@@ -122,8 +121,6 @@ def run_val(opts: ValOptions) -> EvalResult:
         model.half()
     _check_nc(model, opts.weights, _class_names(data, opts.single_cls), data, opts.single_cls)
     stride = int(max(getattr(model, "stride", torch.tensor([32.0])).max(), 32))
-    from utils.data.datasets import create_dataloader
-
     loader, _ = create_dataloader(imgsz=opts.imgsz, batch_size=opts.batch_size, stride=stride, augment=False,
                                   workers=opts.workers, prefix=f"{opts.split}: ", nc=data["nc"],
                                   letterbox_mode=opts.letterbox or letterbox, **source)

@@ -22,9 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.weights import load_model
+from models.yolo import Model
+from utils.devices import select_device
 from utils.export.layouts import ExportModel
 from utils.export.options import ExportOptions
 from utils.export.rewrite import prepare_for_export
+from utils.infer.backends import letterbox_of
 
 LOGGER = logging.getLogger("yolox5.export")
 N_HELD = 8  # images int8 and converted models are compared with fp32 on
@@ -49,8 +53,6 @@ class _Job:
 
 
 def run_export(opts: ExportOptions) -> dict:
-    from utils.devices import select_device
-
     device = select_device(str(opts.device))
     model, letterbox = _load(opts, device)
     opts.check_model(int(max(model.stride.tolist())))
@@ -78,10 +80,6 @@ def run_export(opts: ExportOptions) -> dict:
 
 def _load(opts: ExportOptions, device):
     """(model in eval mode, its letterbox) from a checkpoint or, without weights, a YAML with random weights."""
-    from models.weights import load_model
-    from models.yolo import Model
-    from utils.infer.backends import letterbox_of
-
     if opts.weights:
         model = load_model(opts.weights, cfg=opts.cfg, device=device)
         return model, letterbox_of(model)

@@ -18,23 +18,24 @@ from utils.infer.predict import PredictOptions, run_predict
 
 
 def parse_opt(argv=None):
+    D = PredictOptions  # the defaults are the options' own
     p = argparse.ArgumentParser(description="Detect objects with a YAML YOLOX model")
     p.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX (.pth), ONNX file or OpenVINO .xml")
     p.add_argument("--cfg", default=None, help="model YAML for official weights of another layout")
     p.add_argument("--source", required=True, help="image, folder, glob, video file or webcam index")
-    p.add_argument("--img-size", "--imgsz", type=int, default=640)
-    p.add_argument("--conf-thres", type=float, default=0.25)
-    p.add_argument("--iou-thres", type=float, default=0.45)
-    p.add_argument("--max-det", type=int, default=300)
+    p.add_argument("--img-size", "--imgsz", type=int, default=D.img_size)
+    p.add_argument("--conf-thres", type=float, default=D.conf_thres)
+    p.add_argument("--iou-thres", type=float, default=D.iou_thres)
+    p.add_argument("--max-det", type=int, default=D.max_det)
     p.add_argument("--agnostic-nms", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=D.device)
     p.add_argument("--view-img", action="store_true", help="show results where a display exists")
     p.add_argument("--save-txt", action="store_true", help="YOLO rows per image in labels/")
     p.add_argument("--save-conf", action="store_true", help="with --save-txt: add the score column")
     p.add_argument("--save-json", action="store_true")
     p.add_argument("--nosave", action="store_true", help="do not write annotated images and videos")
-    p.add_argument("--project", default="runs/detect")
-    p.add_argument("--name", default="exp")
+    p.add_argument("--project", default=D.project)
+    p.add_argument("--name", default=D.name)
     p.add_argument("--exist-ok", action="store_true")
     return p.parse_args(argv)
 

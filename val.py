@@ -26,27 +26,28 @@ def run(data="data/demo.yaml", **kwargs) -> EvalResult:
 
 
 def parse_opt(argv=None):
+    D = ValOptions  # the defaults are the options' own
     parser = argparse.ArgumentParser(description="Evaluate a detector: COCO AP, per-class table, speed")
-    parser.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
+    parser.add_argument("--data", default=D.data, help="dataset YAML")
     parser.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX weights (.pth), .onnx or OpenVINO .xml")
     parser.add_argument("--cfg", default=None, help="model YAML for official weights (inferred when left out)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--img-size", "--imgsz", dest="imgsz", type=int, default=640, help="inference size (pixels)")
-    parser.add_argument("--conf-thres", type=float, default=0.001)
-    parser.add_argument("--iou-thres", type=float, default=0.65, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=300, help="detections per image")
-    parser.add_argument("--task", default="val", choices=TASKS, help="val, test, or speed (timing only)")
-    parser.add_argument("--device", default="cpu", help="cpu, or CUDA device(s) 0 / 0,1 (the first one is used)")
-    parser.add_argument("--workers", type=int, default=8, help="data loader workers")
+    parser.add_argument("--batch-size", type=int, default=D.batch_size)
+    parser.add_argument("--img-size", "--imgsz", dest="imgsz", type=int, default=D.imgsz, help="inference size (pixels)")
+    parser.add_argument("--conf-thres", type=float, default=D.conf_thres)
+    parser.add_argument("--iou-thres", type=float, default=D.iou_thres, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=D.max_det, help="detections per image")
+    parser.add_argument("--task", default=D.task, choices=TASKS, help="val, test, or speed (timing only)")
+    parser.add_argument("--device", default=D.device, help="cpu, or CUDA device(s) 0 / 0,1 (the first one is used)")
+    parser.add_argument("--workers", type=int, default=D.workers, help="data loader workers")
     parser.add_argument("--single-cls", action="store_true", help="evaluate as one class")
     parser.add_argument("--half", action="store_true", help="FP16 inference (CUDA)")
     parser.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results format)")
     parser.add_argument("--classwise", action="store_true", help="print the per-class AP table")
     parser.add_argument("--verbose", action="store_true", help="P, R, AP per class; COCOeval's messages")
-    parser.add_argument("--project", default="runs/val")
-    parser.add_argument("--name", default="exp")
+    parser.add_argument("--project", default=D.project)
+    parser.add_argument("--name", default=D.name)
     parser.add_argument("--exist-ok", action="store_true", help="reuse runs/val/<name> instead of numbering a new one")
-    parser.add_argument("--coco-backend", default="pycocotools", choices=BACKENDS,
+    parser.add_argument("--coco-backend", default=D.coco_backend, choices=BACKENDS,
                         help="pycocotools, or faster (the faster-coco-eval package)")
     parser.add_argument("--letterbox", default=None, choices=LETTERBOX_MODES,
                         help="preprocessing; default topleft for official YOLOX .pth weights, center otherwise")

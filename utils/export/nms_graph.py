@@ -24,6 +24,7 @@ from torch import nn
 from utils.infer.nms import nms
 
 MIN_OPSET = 10  # NonMaxSuppression-10, TopK-10 (k as an input)
+NMS_DEFAULTS = {"max_det": 100, "iou_thres": 0.45, "conf_thres": 0.25}  # export.py --nms's
 
 
 def check_nms_args(max_det, iou_thres, conf_thres) -> None:
@@ -75,7 +76,8 @@ def _select(boxes: torch.Tensor, scores: torch.Tensor, max_out: int, iou: float,
 class EndToEndNMS(nn.Module):
     """(boxes [B, N, 4] xyxy, scores [B, N, nc]) -> (num_dets, boxes, scores, classes), see module doc."""
 
-    def __init__(self, max_det: int = 100, iou_thres: float = 0.45, conf_thres: float = 0.25):
+    def __init__(self, max_det: int = NMS_DEFAULTS["max_det"], iou_thres: float = NMS_DEFAULTS["iou_thres"],
+                 conf_thres: float = NMS_DEFAULTS["conf_thres"]):
         super().__init__()
         check_nms_args(max_det, iou_thres, conf_thres)
         self.max_det, self.iou_thres, self.conf_thres = int(max_det), float(iou_thres), float(conf_thres)

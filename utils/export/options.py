@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from utils.export.layouts import DEPLOY_LAYOUTS
-from utils.export.nms_graph import check_nms_args
+from utils.export.nms_graph import NMS_DEFAULTS, check_nms_args
 from utils.export.onnx_file import DYNAMIC_AXES, check_opset
 from utils.export.rewrite import FOCUS_MODES
 
@@ -22,9 +22,9 @@ CONVERTED = ("openvino", "rknn")  # converted from the verified ONNX file, so it
 class NmsOptions:
     """--nms: the end-to-end graph's NonMaxSuppression (utils/export/nms_graph.py)."""
 
-    max_det: int = 100
-    iou_thres: float = 0.45
-    conf_thres: float = 0.25
+    max_det: int = NMS_DEFAULTS["max_det"]
+    iou_thres: float = NMS_DEFAULTS["iou_thres"]
+    conf_thres: float = NMS_DEFAULTS["conf_thres"]
 
     def __post_init__(self):
         check_nms_args(self.max_det, self.iou_thres, self.conf_thres)
@@ -148,8 +148,9 @@ class ExportOptions:
                              f"(e.g. {(-(-h // stride)) * stride} {(-(-w // stride)) * stride})")
 
     @classmethod
-    def from_flat(cls, nms: bool = False, max_det: int = 100, iou_thres: float = 0.45, conf_thres: float = 0.25,
-                  int8: bool = False, data=None, calib_images: int = 100, calib_split: str = "train",
+    def from_flat(cls, nms: bool = False, max_det: int = NmsOptions.max_det, iou_thres: float = NmsOptions.iou_thres,
+                  conf_thres: float = NmsOptions.conf_thres, int8: bool = False, data=None,
+                  calib_images: int = DatasetImages.calibration, calib_split: str = DatasetImages.split,
                   **kwargs) -> ExportOptions:
         """From export.py's flat option names (--nms --max-det ..., --data --calib-images --calib-split)."""
         unknown = sorted(set(kwargs) - {f.name for f in fields(cls)})

@@ -10,7 +10,7 @@
     python export.py --weights best.pt --deploy --include rknn --int8 --data data/demo.yaml --rknn-platform rk3588
 
 The engine is utils/export/exporter.py (options: utils/export/options.py).
-Output layouts (utils/export/layouts.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
+Output layouts (utils/infer/outputs.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
 --deploy folds BatchNorm and writes NPU-friendly separate outputs: "per-level" (default: raw reg,
 sigmoid obj, sigmoid cls per level, decoded on the CPU) or "split" (boxes, scores); --nms adds ONNX
 NonMaxSuppression (num_dets, boxes, scores, classes). Every export is checked by onnx.checker and
@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from utils.export.layouts import DEPLOY_LAYOUTS
+from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.export.options import INCLUDE, DatasetImages, ExportOptions, NmsOptions
 from utils.export.rewrite import FOCUS_MODES
 

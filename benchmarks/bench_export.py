@@ -7,7 +7,7 @@
 
 Per model, four files through export.run:
   fp32           the eval output [B, N, 5 + nc] (no --deploy)
-  deploy         --deploy: BatchNorm fused, per-level outputs (decoded on the CPU by utils.export.layouts)
+  deploy         --deploy: BatchNorm fused, per-level outputs (decoded on the CPU by utils.infer.outputs)
   int8 decoded   the fp32 file statically quantised (QDQ) on --calib-images images of --data
   int8 deploy    the deploy file quantised the same way
 Columns: export seconds, file MB, median onnxruntime latency (ms, batch 1, --threads intra-op threads,

@@ -104,7 +104,7 @@ class OrtDeploy(Ours):
         return self.session.run(None, {self.name: x.numpy()})
 
     def post(self, out, shape):
-        from utils.export.layouts import decode_onnx_outputs
+        from utils.infer.outputs import decode_onnx_outputs
 
         return super().post(decode_onnx_outputs(out, self.meta), shape)
 

@@ -64,7 +64,7 @@ def image_batch(n: int = 1, size: int = EXPORT_SIZE, seed: int = 1) -> torch.Ten
 def ort_decoded(path, x: torch.Tensor) -> torch.Tensor:
     """An exported file's outputs for x through onnxruntime and the shared post-processing (the eval output),
     as val.py and detect.py read them."""
-    from utils.export.layouts import decode_onnx_outputs
+    from utils.infer.outputs import decode_onnx_outputs
     from utils.export.verify import ort_session, run_onnx
 
     session = ort_session(path)

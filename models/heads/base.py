@@ -5,12 +5,12 @@ A head is the last layer of a Model (models/yolo.py) and subclasses DetectionHea
 
 - ``decoder``, a BoxDecoder: the one function from per-level maps to the eval output. The eval forward,
   the loss (boxes from the raw regression), every export layout, the post-processing of exported files
-  (ONNX, OpenVINO, RKNN: utils/export/layouts.py) and the tests all call it. An exported file names it in
+  (ONNX, OpenVINO, RKNN: utils/infer/outputs.py) and the tests all call it. An exported file names it in
   its metadata (``decoder``, ``decoder_params``), so its outputs decode without the model.
 - ``logits(xs)``: per level the raw prediction tensors, one per ``decoder.maps`` entry. In train mode
   the head returns them concatenated per level, ``[B, sum(decoder.channels(nc)), H, W]``: the raw
   training outputs its loss takes.
-- ``export_layouts``: which of utils.export.layouts.LAYOUTS the exporter may write for it.
+- ``export_layouts``: which of utils.infer.outputs.LAYOUTS the exporter may write for it.
 - ``loss``: the name of the loss that trains it, a key of utils.loss.LOSSES.
 
 Per-level maps are the logits after ``decoder.activate`` (scores through their sigmoid, box regression

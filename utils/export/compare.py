@@ -8,7 +8,7 @@ its outputs (numpy, in the order of the ExportModel's ``format.names``) out. Thr
 
 1. each output against the traced torch module (``wrapped``, the ExportModel that wrote the ONNX):
    max |diff| and cosine similarity, the figure NPU toolchains print for a quantised layer;
-2. (every layout but ``nms``) the outputs decoded by the head's decoder (utils/export/layouts.py) against
+2. (every layout but ``nms``) the outputs decoded by the head's decoder (utils/infer/outputs.py) against
    the eval output of the model as loaded: boxes in pixels and scores (obj * cls);
 3. detection agreement: both sides through our NMS (val.py's settings), and the share of torch's
    top-100 detections per image that the converted model also finds among its own detections (up to

@@ -90,7 +90,7 @@ def _load(opts: ExportOptions, device):
 def _require_toolchains(opts: ExportOptions) -> None:
     """Fail before any work when a toolchain package is missing, naming what to install."""
     if "openvino" in opts.include:
-        from utils.export.openvino import require_openvino
+        from utils.infer.openvino_runtime import require_openvino
 
         require_openvino(opts.int8)
     if "rknn" in opts.include:
@@ -229,7 +229,8 @@ def _int8(job: _Job, calib: np.ndarray, held: np.ndarray, source: str) -> dict:
 
 def _openvino(job: _Job, calib, held, source: str) -> dict:
     from utils.export.compare import compare_with_torch
-    from utils.export.openvino import export_openvino, openvino_runner, quantize_openvino
+    from utils.export.openvino import export_openvino, quantize_openvino
+    from utils.infer.openvino_runtime import openvino_runner
 
     onnx_path = job.onnx_path
     t0 = time.perf_counter()

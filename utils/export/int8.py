@@ -139,7 +139,7 @@ class Int8Comparison:
 
 def compare_int8(fp32_path, int8_path, images: np.ndarray, fmt, batch_size: int = 1) -> Int8Comparison:
     """Run both files on ``images`` and compare every output, and (except nms) decoded boxes and scores.
-    fmt: the OutputFormat of both files (utils/export/layouts.py)."""
+    fmt: the OutputFormat of both files (utils/infer/outputs.py)."""
     from utils.export.verify import boxes_scores, ort_session
 
     fp32, int8 = ort_session(fp32_path), ort_session(int8_path)

@@ -1,8 +1,7 @@
-"""OpenVINO IR from our ONNX export, int8 through NNCF, and the IR as a runnable function.
+"""OpenVINO IR from our ONNX export and int8 through NNCF (running an IR: utils/infer/openvino_runtime.py).
 
     export_openvino("m.onnx", "m.xml", metadata)                          # float32 IR: m.xml + m.bin
     quantize_openvino("m.xml", "m.int8.xml", images, batch_size=1)        # int8, calibrated on images
-    run = openvino_runner("m.int8.xml", output_names)                      # numpy batch -> outputs
 
 The IR is converted from the ONNX file export.py has just written and verified (``openvino.convert_model``),
 so it carries the same graph, output layout and names; our metadata goes into the IR's rt_info under
@@ -10,53 +9,26 @@ so it carries the same graph, output layout and names; our metadata goes into th
 (``compress_to_fp16=False``): the float32 IR is then a check of the conversion, and NNCF quantises from
 float32. int8 is NNCF's post-training quantisation (``nncf.quantize``, the performance preset: symmetric
 int8 weights per channel and int8 activations, with fast bias correction) calibrated on the same
-letterboxed dataset images as the int8 ONNX (utils/export_int8.calibration_images): BGR 0-255 float,
+letterboxed dataset images as the int8 ONNX (utils/export/int8.calibration_images): BGR 0-255 float,
 no normalisation, exactly what the model takes.
 
 openvino and nncf are optional (``pip install openvino nncf`` or ``pip install -e ".[openvino]"``);
-``require_openvino`` says so before any work is done.
+utils.infer.openvino_runtime.require_openvino says so before any work is done.
 """
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from utils.export.compare import batches
-
-INSTALL = 'pip install openvino nncf (or pip install -e ".[openvino]")'
-META_SECTION = "model_info"  # rt_info section of our metadata, where OpenVINO tools look for model facts
-
-
-def require_openvino(int8: bool = False) -> None:
-    """Raise ImportError naming what to install when openvino (or, for int8, nncf) cannot be imported."""
-    missing = []
-    for name in ("openvino",) + (("nncf",) if int8 else ()):
-        try:
-            importlib.import_module(name)
-        except ImportError as e:
-            missing.append(f"{name} ({e})")
-    if missing:
-        raise ImportError(f"--include openvino{' --int8' if int8 else ''} needs {' and '.join(missing)}: "
-                          f"install it with {INSTALL}")
+from utils.infer.openvino_runtime import META_SECTION
 
 
 def _set_metadata(model, metadata: dict) -> None:
     for key, value in metadata.items():
         model.set_rt_info(value if isinstance(value, str) else json.dumps(value), [META_SECTION, str(key)])
-
-
-def read_openvino_metadata(xml_path) -> dict:
-    """Our metadata from an IR's rt_info, as a dict of strings (as read_metadata gives for ONNX)."""
-    import openvino as ov
-
-    model = ov.Core().read_model(str(xml_path))
-    if not model.has_rt_info([META_SECTION]):
-        return {}
-    return {str(k): v.astype(str) for k, v in model.get_rt_info()[META_SECTION].items()}
 
 
 def export_openvino(onnx_path, xml_path, metadata: dict) -> Path:
@@ -86,21 +58,3 @@ def quantize_openvino(xml_path, int8_path, images: np.ndarray, batch_size: int =
     return int8_path
 
 
-def openvino_runner(xml_path, names: Sequence[str], device: str = "CPU") -> Callable[[np.ndarray], list[np.ndarray]]:
-    """The IR compiled for ``device`` as a function: float32 batch [B, 3, H, W] in, outputs in ``names`` order."""
-    import openvino as ov
-
-    # float32 for what is not int8: on CPUs with bfloat16 units the CPU plugin otherwise runs bfloat16,
-    # which would blur the conversion check (cosine ~0.99 for a float32 IR)
-    compiled = ov.Core().compile_model(str(xml_path), device, {"INFERENCE_PRECISION_HINT": "f32"})
-    by_name = {n: o for o in compiled.outputs for n in o.get_names()}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise ValueError(f"{xml_path}: no output named {missing}; the IR has {sorted(by_name)}")
-    request = compiled.create_infer_request()
-
-    def run(batch: np.ndarray) -> list[np.ndarray]:
-        result = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        return [np.array(result[by_name[n]]) for n in names]  # copies: the request reuses its buffers
-
-    return run

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from utils.export.layouts import DEPLOY_LAYOUTS
+from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.export.nms_graph import NMS_DEFAULTS, check_nms_args
 from utils.export.onnx_file import DYNAMIC_AXES, check_opset
 from utils.export.rewrite import FOCUS_MODES

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.heads.base import boxes_and_scores
-from utils.export.layouts import OutputFormat
+from utils.infer.outputs import OutputFormat
 
 TOLERANCES = {torch.float32: (1e-3, 1e-3), torch.float16: (2e-2, 1e-2)}  # (atol, rtol)
 # a float16 file's decoded outputs against the float32 model: exp() turns float16's 1e-3 relative error
@@ -224,7 +224,7 @@ def verify_onnx(path, wrapped, im: torch.Tensor, reference=None, dynamic: Sequen
                     for pair in zip(per_input[0], per_input[1])]
     result.diffs += [d for diffs in per_input[2:] for d in diffs]
     if reference is not None and fmt.layout != "nms":
-        result.notes.append("decoded: the file's outputs through the head's decoder (utils.export.layouts) vs the "
+        result.notes.append("decoded: the file's outputs through the head's decoder (utils.infer.outputs) vs the "
                             "eval output of the model as loaded (before fusion)")
     return result
 

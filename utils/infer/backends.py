@@ -52,7 +52,7 @@ class OnnxModel:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """The decoded [B, N, 5 + nc]; --deploy layouts (per-level, split) are decoded from the file's metadata."""
-        from utils.export.layouts import decode_onnx_outputs
+        from utils.infer.outputs import decode_onnx_outputs
 
         return decode_onnx_outputs(self.session.run(None, {self.input_name: x}), self.meta).numpy()
 
@@ -64,7 +64,7 @@ class OpenVinoModel(OnnxModel):
     def __init__(self, path, imgsz: int):
         import json
 
-        from utils.export.openvino import openvino_runner, read_openvino_metadata, require_openvino
+        from utils.infer.openvino_runtime import openvino_runner, read_openvino_metadata, require_openvino
 
         require_openvino()
         self.path = Path(path)
@@ -83,7 +83,7 @@ class OpenVinoModel(OnnxModel):
         self._infer = openvino_runner(path, json.loads(self.meta["outputs"]))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        from utils.export.layouts import decode_onnx_outputs
+        from utils.infer.outputs import decode_onnx_outputs
 
         return decode_onnx_outputs(self._infer(x), self.meta).numpy()
 

@@ -18,7 +18,7 @@ from tests.support import EXPORT_SIZE as IMGSZ, EXPORT_NC as NC, image_batch as 
 from utils.checkpoints import save_checkpoint
 from utils.data.demo import DEMO_NAMES, generate_demo_dataset
 from utils.export import options as export_options
-from utils.export.layouts import OutputFormat, output_names
+from utils.infer.outputs import OutputFormat, output_names
 from utils.export.onnx_file import read_metadata
 from utils.export.torchscript import load_torchscript, read_torchscript_metadata
 from utils.export.verify import ort_session, run_onnx

@@ -6,7 +6,8 @@ import torch
 
 from models.heads.yolox import YOLOXDecoder
 from tests.support import EXPORT_NC as NC, image_batch as images
-from utils.export.layouts import ExportModel, OutputFormat, decode_outputs
+from utils.export.layouts import ExportModel
+from utils.infer.outputs import OutputFormat, decode_outputs
 from utils.export.rewrite import prepare_for_export
 
 YOLOX = YOLOXDecoder()

@@ -13,7 +13,7 @@ from tests.support import EXPORT_SIZE as IMGSZ
 from tests.support import image_batch, varied_model
 from utils.checkpoints import save_checkpoint
 from utils.data.demo import DEMO_NAMES, generate_demo_dataset
-from utils.export.layouts import OutputFormat
+from utils.infer.outputs import OutputFormat
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +39,7 @@ def tiny(tmp_path_factory):
 def test_openvino_export_and_int8(tiny, tmp_path):
     pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
     pytest.importorskip("nncf", reason="nncf not installed (pip install openvino nncf)")
-    from utils.export.openvino import openvino_runner, read_openvino_metadata
+    from utils.infer.openvino_runtime import openvino_runner, read_openvino_metadata
 
     path, model, data = tiny
     res = export.run(weights=path, include=("openvino",), img_size=IMGSZ, deploy=True, int8=True, data=data,

@@ -67,3 +67,37 @@ def test_rknn_export_int8_and_float16(tiny, tmp_path):
     c = res["rknn_comparison"]
     assert res["rknn"].name == "f.rknn" and c.runtime.endswith("float16")
     assert c.cosine > 0.995 and c.agreement.share > 0.9  # float16 (the simulator's float type): close to torch
+
+
+def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypatch):
+    """The exporter's RKNN step (paths, calibration images, the comparison with torch, release) with
+    rknn-toolkit2 stood in for by onnxruntime on the ONNX file it would convert: every figure at its ideal."""
+    from utils.export import rknn
+    from utils.export.verify import ort_session, run_onnx
+
+    built = {}
+
+    class FakeRknn:
+        runtime = "onnxruntime standing in for the rknn simulator"
+
+        def __init__(self, onnx_path, path, platform, images, meta):
+            built.update(onnx=onnx_path, path=path, platform=platform, n_calib=None if images is None else len(images),
+                         meta=meta)
+            self.session = ort_session(onnx_path)
+
+        def run(self, batch):
+            return run_onnx(self.session, torch.from_numpy(batch))
+
+        def release(self):
+            built["released"] = True
+
+    monkeypatch.setattr(rknn, "require_rknn", lambda: None)
+    monkeypatch.setattr(rknn, "build_rknn", FakeRknn)
+    path, _, data = tiny
+    res = export.run(weights=path, include=("rknn",), img_size=IMGSZ, deploy=True, int8=True, data=data,
+                     calib_images=3, rknn_platform="rk3566", output=tmp_path / "m.onnx")
+    assert res["rknn"] == tmp_path / "m.int8.rknn" and built["onnx"] == tmp_path / "m.onnx" and built["released"]
+    assert built["platform"] == "rk3566" and built["n_calib"] == 3 and built["meta"]["layout"] == "per-level"
+    c = res["rknn_comparison"]
+    assert c.runtime == FakeRknn.runtime and c.n_images == 2 and c.source == "val images"
+    assert c.cosine > 0.99999 and c.agreement.share == 1.0

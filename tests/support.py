@@ -55,6 +55,26 @@ def varied_model(cfg, nc: int = EXPORT_NC, size: int = EXPORT_SIZE):
     return model.eval()
 
 
+def random_model(nc: int = 8, size: int = 128):
+    """A random yoloxn with small, varied predictions. A fresh one scores every anchor alike: with
+    BatchNorm's initial statistics its features vanish. One pass in train mode over random images
+    sets the statistics; small random prediction convs then give logits of order 1."""
+    from models.yolo import Model
+
+    torch.manual_seed(0)
+    model = Model("models/yoloxn.yaml", nc=nc)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one pass sets the statistics
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, size, size) * 255)
+    d = model.detect
+    for conv, std in [(c, 0.003) for c in list(d.cls_preds) + list(d.obj_preds)] + [(c, 0.0015) for c in d.reg_preds]:
+        nn.init.normal_(conv.weight, std=std)
+        nn.init.zeros_(conv.bias)
+    return model.eval()
+
+
 def image_batch(n: int = 1, size: int = EXPORT_SIZE, seed: int = 1) -> torch.Tensor:
     """[n, 3, size, size] random BGR 0-255 float images."""
     g = torch.Generator().manual_seed(seed)

@@ -16,11 +16,14 @@ Per image, as official YOLOX (yolo_head.py get_assignments / simota_matching):
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from utils.config import check_value
 
 
 class Prior(NamedTuple):
@@ -49,6 +52,30 @@ class Assignment:
     matched_class: torch.Tensor  # long, class of the matched GT
     matched_iou: torch.Tensor    # float, IoU of the anchor's predicted box with its GT
     num_unmatched_gt: torch.Tensor  # long scalar: GTs that ended with no anchor at all
+
+
+def assigner(assign):
+    """What every SimOTA implementation does on entry, written once: the prior checked against the allowed
+    ones, a batch without GTs assigned nothing, no gradients, and float32 costs under any autocast (as
+    official). ``assign`` runs for batches with GTs, with the same arguments:
+
+    pred_boxes [B, A, 4] decoded cxcywh pixels; cls_logits [B, A, C]; obj_logits [B, A] or [B, A, 1];
+    anchor_xy [A, 2] anchor centres ((grid + 0.5) * stride); anchor_stride [A];
+    gt_boxes [T, 4] cxcywh pixels; gt_classes [T] long; gt_img [T] long, non-decreasing; prior.
+    """
+    @functools.wraps(assign)
+    @torch.no_grad()
+    def entry(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride, gt_boxes, gt_classes, gt_img,
+              prior: str = "center") -> Assignment:
+        check_value("simota_prior", prior)
+        if gt_boxes.shape[0] == 0:
+            B, A, _ = cls_logits.shape
+            return empty_assignment(B, A, 0, pred_boxes.device)
+        with torch.autocast(device_type=pred_boxes.device.type, enabled=False):
+            return assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride, gt_boxes, gt_classes, gt_img,
+                          prior)
+
+    return entry
 
 
 def empty_assignment(B: int, A: int, unmatched: int, device) -> Assignment:

@@ -15,60 +15,52 @@ from dataclasses import dataclass
 import torch
 
 from utils.boxes import pairwise_iou_cxcywh
-from utils.config import check_value
-from utils.loss.simota import (PRIORS, TOPK_IOU, Assignment, dynamic_k, empty_assignment, geometry, negative_total,
-                               pair_cost, per_anchor_outputs, score_prob)
+from utils.loss.simota import (PRIORS, TOPK_IOU, Assignment, assigner, dynamic_k, empty_assignment, geometry,
+                               negative_total, pair_cost, per_anchor_outputs, score_prob)
 
 
-@torch.no_grad()
+@assigner
 def simota_assign_dense(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
                         gt_boxes, gt_classes, gt_img, prior: str = "center") -> Assignment:
-    """Assign the anchors of a batch to GTs with SimOTA; simota_sparse.simota_assign's arguments and result.
-
-    pred_boxes [B, A, 4] decoded cxcywh pixels; cls_logits [B, A, C]; obj_logits [B, A] or [B, A, 1];
-    anchor_xy [A, 2] anchor centres ((grid + 0.5) * stride); anchor_stride [A];
-    gt_boxes [T, 4] cxcywh pixels; gt_classes [T] long; gt_img [T] long, non-decreasing.
+    """Assign the anchors of a batch to GTs with SimOTA (arguments: simota.assigner), as
+    simota_sparse.simota_assign does.
 
     Ties: each GT's k cheapest columns come from one torch.topk over its row (its image's candidates,
     padded with +inf); on exactly equal costs the choice is topk's. Conflicts go to the first (lowest
     row) GT among equal minima, as official's argmin.
     """
-    check_value("simota_prior", prior)
     B, A, _ = cls_logits.shape
     T = gt_boxes.shape[0]
     device = pred_boxes.device
-    if T == 0:
-        return empty_assignment(B, A, 0, device)
-    with torch.autocast(device_type=device.type, enabled=False):  # fp32 costs, as official
-        pred_boxes, gt_boxes = pred_boxes.float(), gt_boxes.float()
-        cls_logits, obj_logits = cls_logits.detach().float(), obj_logits.detach().float().reshape(B, A)
-        anchor_xy, anchor_stride = anchor_xy.float(), anchor_stride.float().reshape(-1)
+    pred_boxes, gt_boxes = pred_boxes.float(), gt_boxes.float()
+    cls_logits, obj_logits = cls_logits.detach().float(), obj_logits.detach().float().reshape(B, A)
+    anchor_xy, anchor_stride = anchor_xy.float(), anchor_stride.float().reshape(-1)
 
-        # 1. candidates: the anchors some GT of the same image admits
-        candidate, _ = geometry(anchor_xy, anchor_stride, gt_boxes, prior)  # [T, A]
-        cand = torch.zeros(B, A, dtype=torch.int32, device=device).index_add_(0, gt_img, candidate.int()) > 0
-        num_cand = cand.sum(1)  # [B]
-        M = int(num_cand.max())
-        if M == 0:
-            return empty_assignment(B, A, T, device)
+    # 1. candidates: the anchors some GT of the same image admits
+    candidate, _ = geometry(anchor_xy, anchor_stride, gt_boxes, prior)  # [T, A]
+    cand = torch.zeros(B, A, dtype=torch.int32, device=device).index_add_(0, gt_img, candidate.int()) > 0
+    num_cand = cand.sum(1)  # [B]
+    M = int(num_cand.max())
+    if M == 0:
+        return empty_assignment(B, A, T, device)
 
-        # 2. IoU and cost of each GT with every candidate of its image
-        rows = torch.arange(T, device=device)
-        pairs = candidate_pairs(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride, gt_boxes, gt_classes,
-                                gt_img, prior, rows, cand, num_cand, M)
+    # 2. IoU and cost of each GT with every candidate of its image
+    rows = torch.arange(T, device=device)
+    pairs = candidate_pairs(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride, gt_boxes, gt_classes,
+                            gt_img, prior, rows, cand, num_cand, M)
 
-        # 3. dynamic k from the 10 best IoUs, then each GT's k cheapest candidates
-        k_top = min(TOPK_IOU, M)
-        ks = dynamic_k(pairs.iou, k_top)  # [T]
-        picked = pairs.cost.topk(k_top, dim=1, largest=False).indices  # [T, k_top], cheapest first
-        take = (torch.arange(k_top, device=device) < ks[:, None]) & pairs.valid.gather(1, picked)
-        matching = torch.zeros(T, M, dtype=torch.bool, device=device).scatter_(1, picked, take)  # [T, M]
+    # 3. dynamic k from the 10 best IoUs, then each GT's k cheapest candidates
+    k_top = min(TOPK_IOU, M)
+    ks = dynamic_k(pairs.iou, k_top)  # [T]
+    picked = pairs.cost.topk(k_top, dim=1, largest=False).indices  # [T, k_top], cheapest first
+    take = (torch.arange(k_top, device=device) < ks[:, None]) & pairs.valid.gather(1, picked)
+    matching = torch.zeros(T, M, dtype=torch.bool, device=device).scatter_(1, picked, take)  # [T, M]
 
-        # 4. an anchor taken by several GTs goes to the cheapest GT of its image, the first on ties
-        matching = _resolve_conflicts(matching, pairs.cost, pairs.img_of, len(pairs.images))
+    # 4. an anchor taken by several GTs goes to the cheapest GT of its image, the first on ties
+    matching = _resolve_conflicts(matching, pairs.cost, pairs.img_of, len(pairs.images))
 
-        # 5. per anchor: [images, M] columns back to [B, A]
-        return _to_anchors(matching, pairs, B, A, gt_img, gt_classes)
+    # 5. per anchor: [images, M] columns back to [B, A]
+    return _to_anchors(matching, pairs, B, A, gt_img, gt_classes)
 
 
 @dataclass

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from utils.boxes import paired_iou_cxcywh
-from utils.config import check_value
-from utils.loss.simota import (PRIORS, TOPK_IOU, Assignment, bce_zero, dynamic_k, empty_assignment, pair_cost,
-                               per_anchor_outputs, prior_tests, score_prob)
+from utils.loss.simota import (PRIORS, TOPK_IOU, Assignment, assigner, bce_zero, dynamic_k, empty_assignment,
+                               pair_cost, per_anchor_outputs, prior_tests, score_prob)
 from utils.loss.simota_dense import candidate_pairs
 
 # ---- float tolerances, each with its reason --------------------------------------------------------
@@ -76,15 +75,11 @@ def class_cost_slack(total: torch.Tensor, C: int) -> torch.Tensor:
 SURE_PICK_FRACTION = 0.5
 
 
-@torch.no_grad()
+@assigner
 def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
                   gt_boxes, gt_classes, gt_img, prior: str = "center") -> Assignment:
-    """Assign the anchors of a batch to GTs with SimOTA.
-
-    pred_boxes [B, A, 4] decoded cxcywh pixels; cls_logits [B, A, C]; obj_logits [B, A] or [B, A, 1];
-    anchor_xy [A, 2] anchor centres ((grid + 0.5) * stride, in utils.grid.make_grid's layout:
-    level-major, row-major; anything else raises ValueError); anchor_stride [A];
-    gt_boxes [T, 4] cxcywh pixels; gt_classes [T] long; gt_img [T] long, non-decreasing.
+    """Assign the anchors of a batch to GTs with SimOTA (arguments: simota.assigner); anchor_xy must be
+    in utils.grid.make_grid's layout (level-major, row-major; anything else raises ValueError).
 
     Ties: official YOLOX picks each GT's k cheapest candidates with torch.topk on that GT's own row
     and resolves conflicts with the first minimum over GTs. Here a GT with enough inside pairs takes
@@ -97,15 +92,8 @@ def simota_assign(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
     cost is summed as total-over-classes minus the GT class's negative term plus its positive term,
     which rounds differently from official's per-pair sum in the last bits only.
     """
-    check_value("simota_prior", prior)
-    B, A, _ = cls_logits.shape
-    T = gt_boxes.shape[0]
-    device = pred_boxes.device
-    if T == 0:
-        return empty_assignment(B, A, 0, device)
-    with torch.autocast(device_type=device.type, enabled=False):  # fp32 costs, as official
-        return _assign(_Inputs.build(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride,
-                                     gt_boxes, gt_classes, gt_img, prior))
+    return _assign(_Inputs.build(pred_boxes, cls_logits, obj_logits, anchor_xy, anchor_stride, gt_boxes, gt_classes,
+                                 gt_img, prior))
 
 
 # ---- inputs and anchor layout ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import yaml
 from torch import nn
 
 from models.yolo import Model
+from tests.support import random_model
 from utils.data.dataset_yaml import load_data_config
 from utils.data.datasets import create_dataloader
 from utils.data.demo import DEMO_NAMES, generate_demo_dataset
@@ -65,24 +66,6 @@ class GroundTruthModel(nn.Module):
         return out
 
 
-def random_model(nc=8):
-    """A random yoloxn that makes varied predictions. A fresh one scores every anchor alike: with
-    BatchNorm's initial statistics its features vanish. One pass in train mode over random images
-    sets the statistics; small random prediction convs then give logits of order 1."""
-    torch.manual_seed(0)
-    model = Model("models/yoloxn.yaml", nc=nc)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: one pass sets the statistics
-    with torch.no_grad():
-        model.train()(torch.rand(4, 3, IMGSZ, IMGSZ) * 255)
-    d = model.detect
-    for conv, std in [(c, 0.003) for c in list(d.cls_preds) + list(d.obj_preds)] + [(c, 0.0015) for c in d.reg_preds]:
-        nn.init.normal_(conv.weight, std=std)
-        nn.init.zeros_(conv.bias)
-    return model.eval()
-
-
 # ---- the whole run --------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", [0, 1], ids=["gt-from-labels", "gt-from-val_json"])
 def test_ground_truth_predictions_give_map_1(demo, which):
@@ -124,7 +107,7 @@ def test_classwise_table_lists_every_class(demo, capsys):
 def test_real_model_end_to_end_with_loss_and_save_json(demo, tmp_path):
     data = load_data_config(demo[1])
     loader = loader_of(data)
-    model = random_model()
+    model = random_model(size=IMGSZ)
     compute_loss = ComputeXLoss(model)
     results, maps, times = evaluate(model, loader, data, EvalOptions(conf_thres=0.0, save_json=True),
                                     save_dir=tmp_path, compute_loss=compute_loss)
@@ -140,7 +123,7 @@ def test_real_model_end_to_end_with_loss_and_save_json(demo, tmp_path):
 
 def test_onnx_matches_torch(demo, tmp_path):
     pytest.importorskip("onnxruntime")
-    model = random_model()
+    model = random_model(size=IMGSZ)
     f = tmp_path / "m.onnx"
     dummy = torch.rand(1, 3, IMGSZ, IMGSZ) * 255
     torch.onnx.export(model, dummy, str(f), opset_version=13, input_names=["images"], output_names=["output"],

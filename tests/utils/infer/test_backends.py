@@ -1,34 +1,16 @@
 """utils/infer/backends.py: boxes back to original pixels, one forward for the eval output and the raw
 outputs, the letterbox each kind of weights expects."""
 import torch
-from torch import nn
 
 from models.yolo import Model
+from tests.support import random_model
 from utils.infer.backends import forward, letterbox_of, to_original
 
 IMGSZ = 128
 
 
-def random_model(nc=8):
-    """A random yoloxn that makes varied predictions. A fresh one scores every anchor alike: with
-    BatchNorm's initial statistics its features vanish. One pass in train mode over random images
-    sets the statistics; small random prediction convs then give logits of order 1."""
-    torch.manual_seed(0)
-    model = Model("models/yoloxn.yaml", nc=nc)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: one pass sets the statistics
-    with torch.no_grad():
-        model.train()(torch.rand(4, 3, IMGSZ, IMGSZ) * 255)
-    d = model.detect
-    for conv, std in [(c, 0.003) for c in list(d.cls_preds) + list(d.obj_preds)] + [(c, 0.0015) for c in d.reg_preds]:
-        nn.init.normal_(conv.weight, std=std)
-        nn.init.zeros_(conv.bias)
-    return model.eval()
-
-
 def test_decode_raw_equals_eval_output():
-    model = random_model()
+    model = random_model(size=IMGSZ)
     x = torch.rand(2, 3, 64, 96) * 255
     out, raw = forward(model, x, with_raw=True)
     assert isinstance(raw, list) and len(raw) == 3

@@ -4,8 +4,9 @@
 #    C++ op whose setup.py imports torch, and it pins old onnx versions, hence --no-deps --no-build-isolation
 #    (what it imports at runtime comes with the project's [dev] extra).
 # 2. official YOLOX's current code (pixeltable-yolox 0.4.3, the center prior) into .venv/yolox-current: it
-#    also imports as `yolox`, so it gets its own environment, which sees this one's torch and the rest
-#    (--system-site-packages). tests/yolox_current_reference.py runs in it.
+#    also imports as `yolox`, so it gets its own environment, which sees this environment's packages (torch
+#    and the rest) after its own, through a .pth file (--system-site-packages would show the base
+#    interpreter's instead where this environment is itself a venv). tests/yolox_current_reference.py runs in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('yolox') is None)"; then
@@ -18,6 +19,8 @@ if [ -x "$current/bin/python" ] && "$current/bin/python" -c "import importlib.me
   echo "official YOLOX's current code already in $current"
 else
   rm -rf "$current"
-  python -m venv --system-site-packages "$current"
+  python -m venv "$current"
   "$current/bin/python" -m pip install -q --no-deps "pixeltable-yolox==0.4.3"
+  own=$("$current/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  python -c "import site; print('\n'.join(site.getsitepackages()))" > "$own/_yolox5_parent_environment.pth"
 fi

@@ -48,7 +48,8 @@ def parse_opt(argv=None):
     parser.add_argument("--name", default=D.name)
     parser.add_argument("--exist-ok", action="store_true", help="reuse runs/val/<name> instead of numbering a new one")
     parser.add_argument("--coco-backend", default=D.coco_backend, choices=BACKENDS,
-                        help="pycocotools, or faster (the faster-coco-eval package)")
+                        help="auto: faster-coco-eval where it is installed, else pycocotools (the log names the one "
+                             "used); faster; or pycocotools")
     parser.add_argument("--letterbox", default=None, choices=LETTERBOX_MODES,
                         help="preprocessing; default topleft for official YOLOX .pth weights, center otherwise")
     return parser.parse_args(argv)

@@ -86,3 +86,9 @@ def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     """Corners [..., 4] -> COCO's (x, y, w, h) with (x, y) the top-left corner."""
     return torch.cat((boxes[..., :2], boxes[..., 2:] - boxes[..., :2]), -1)
+
+
+def clip_boxes_xyxy(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
+    """xyxy boxes [..., 4] clipped to the image [0, width] x [0, height] (YOLOv5's clip_boxes); a new tensor."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack((x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), -1)

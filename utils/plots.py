@@ -1,7 +1,14 @@
-"""Training plots: results.png, label statistics, image grids with boxes (ground truth or predictions)."""
+"""Training plots: results.png, label statistics, image grids with boxes (ground truth or predictions).
+
+A plot never ends a run: a failing one is a warning (never_fatal), and boxes far outside the picture or
+not finite (a diverging model's) are clipped or skipped before they reach OpenCV, which rejects
+coordinates beyond the int32 range.
+"""
 from __future__ import annotations
 
 import csv
+import functools
+import logging
 import math
 from pathlib import Path
 
@@ -13,6 +20,32 @@ COLOURS = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 
            (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203)]  # BGR
 
 
+LOGGER = logging.getLogger("yolox5.plots")
+
+
+def never_fatal(plot):
+    """The plot function, or a warning naming it and what went wrong (None returned) when it fails."""
+    @functools.wraps(plot)
+    def safe(*args, **kwargs):
+        try:
+            return plot(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - a picture is never worth a run
+            LOGGER.warning(f"WARNING {plot.__name__}: plot not written ({type(e).__name__}: {e})")
+            return None
+
+    return safe
+
+
+def pixel_box(box, width: int, height: int):
+    """((x1, y1), (x2, y2)) int corners of an xyxy box clipped to a width x height picture, None if not finite."""
+    box = np.asarray(box, dtype=np.float64)
+    if not np.isfinite(box).all():
+        return None
+    x1, x2 = (int(np.clip(v, 0, width - 1)) for v in box[[0, 2]])
+    y1, y2 = (int(np.clip(v, 0, height - 1)) for v in box[[1, 3]])
+    return (x1, y1), (x2, y2)
+
+
 def _pyplot():
     import matplotlib
 
@@ -22,6 +55,7 @@ def _pyplot():
     return plt
 
 
+@never_fatal
 def plot_results(csv_path, out=None) -> Path:
     """One panel per results.csv column against the epoch."""
     csv_path = Path(csv_path)
@@ -45,6 +79,7 @@ def plot_results(csv_path, out=None) -> Path:
     return out
 
 
+@never_fatal
 def plot_labels(labels: list[np.ndarray], names: list[str], out) -> Path:
     """Instances per class and the box size distribution of a dataset's labels."""
     plt = _pyplot()
@@ -65,6 +100,7 @@ def plot_labels(labels: list[np.ndarray], names: list[str], out) -> Path:
     return Path(out)
 
 
+@never_fatal
 def plot_images(images, targets, paths=None, out="images.jpg", names=None, max_images=16, conf_thres=0.25) -> Path:
     """A grid of a batch with boxes. images: uint8 [B, 3, H, W] BGR; targets: [M, 6] (img, cls, cx, cy, w, h)
     normalised (ground truth) or [M, 7] (img, cls, x1, y1, x2, y2, score) in pixels (predictions)."""
@@ -88,9 +124,13 @@ def plot_images(images, targets, paths=None, out="images.jpg", names=None, max_i
                 cx, cy, bw, bh = t[2] * w, t[3] * h, t[4] * w, t[5] * h
                 x1, y1, x2, y2 = cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2
                 text = _name(names, cls)
+            corners = pixel_box((x1, y1, x2, y2), w, h)
+            if corners is None:
+                continue
+            (x1, y1), (x2, y2) = corners
             colour = COLOURS[cls % len(COLOURS)]
-            cv2.rectangle(tile, (int(x1), int(y1)), (int(x2), int(y2)), colour, 1)
-            cv2.putText(tile, text, (int(x1), max(int(y1) - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour, 1, cv2.LINE_AA)
+            cv2.rectangle(tile, (x1, y1), (x2, y2), colour, 1)
+            cv2.putText(tile, text, (x1, max(y1 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour, 1, cv2.LINE_AA)
         if paths is not None:
             cv2.putText(tile, Path(paths[i]).name[:30], (3, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1, cv2.LINE_AA)
         grid[y0:y0 + h, x0:x0 + w] = tile

@@ -58,13 +58,14 @@ def list_images(spec) -> list[str]:
 
 
 class LoadImagesAndLabels(Dataset):
-    """Images with verified labels; augmentation per hyp when ``augment``; letterboxed otherwise."""
+    """Images with verified labels; augmentation per hyp when ``augment``; letterboxed otherwise.
+
+    nc: rows with a class id outside [0, nc) are dropped and named; None (as YOLOv5's loader) checks no range.
+    """
 
     def __init__(self, path=None, img_size=640, batch_size=16, augment=False, hyp=None, rect=False,
                  cache=None, stride=32, pad=0.0, prefix="", nc=None, json=None, images_dir=None,
                  letterbox_mode="center", seed=0, workers=8, single_cls=False):
-        if nc is None:
-            raise ValueError("the number of classes (nc) is needed to check labels")
         if letterbox_mode not in LETTERBOX_MODES:
             raise ValueError(f"letterbox_mode must be one of {LETTERBOX_MODES}, got {letterbox_mode!r}")
         self.img_size, self.stride, self.augment, self.prefix = img_size, stride, augment, prefix

@@ -43,11 +43,12 @@ def signature(paths: list[str], nc: int) -> str:
     return h.hexdigest()
 
 
-def verify_dataset(images: list[str], label_files: list[str] | None, rows: list | None, nc: int,
+def verify_dataset(images: list[str], label_files: list[str] | None, rows: list | None, nc: int | None,
                    cache_path: Path | None, prefix: str = "", workers: int = 8, extra_key: str = "") -> VerifiedSet:
     """Checked labels of ``images``: from the cache when it is current, else verified in parallel.
 
     Labels come from ``label_files`` (YOLO txt, one per image) or ``rows`` (COCO json, per image).
+    nc None: class ids are not range-checked, and the summary names the largest one seen.
     """
     if not images:
         raise ValueError(f"{prefix}no images found")
@@ -60,7 +61,7 @@ def verify_dataset(images: list[str], label_files: list[str] | None, rows: list 
         result = _verify(images, label_files, rows, nc, prefix, workers)
         if cache_path:
             _save(cache_path, result, sig)
-    _report(result, prefix, cache_path)
+    _report(result, prefix, cache_path, nc)
     if not result.files:
         raise ValueError(f"{prefix}every one of {len(images)} images is unusable (see the warnings above)")
     return result
@@ -86,13 +87,17 @@ def _verify(images, label_files, rows, nc, prefix, workers) -> VerifiedSet:
                        [c.labels for c in kept], counts, [m for c in checks for m in c.messages])
 
 
-def _report(result: VerifiedSet, prefix: str, cache_path) -> None:
+def _report(result: VerifiedSet, prefix: str, cache_path, nc) -> None:
     for m in result.messages:
         LOGGER.warning(f"{prefix}WARNING {m}")
     c = result.counts
     source = f" (cache {cache_path})" if result.from_cache else ""
+    classes = ""
+    if nc is None:  # unchecked: say what the labels hold
+        ids = [int(lb[:, 0].max()) for lb in result.labels if len(lb)]
+        classes = f"; class ids not checked (no nc), largest {max(ids)}" if ids else "; no labelled boxes"
     LOGGER.info(f"{prefix}{sum(c.values())} images: {c['found']} with labels, {c['missing']} background "
-                f"(no label file), {c['empty']} empty, {c['corrupt']} corrupt and skipped{source}")
+                f"(no label file), {c['empty']} empty, {c['corrupt']} corrupt and skipped{source}{classes}")
 
 
 def _load(path: Path, sig: str) -> VerifiedSet | None:

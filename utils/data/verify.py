@@ -79,10 +79,11 @@ def parse_label_file(path: Path) -> tuple[list[list[float]], list[int], list[str
     return rows, lines, problems
 
 
-def check_boxes(rows, nc: int, lines=None, unit: str = "line") -> tuple[np.ndarray, list[str]]:
+def check_boxes(rows, nc: int | None, lines=None, unit: str = "line") -> tuple[np.ndarray, list[str]]:
     """Valid (cls, cx, cy, w, h) normalised rows from raw ones, with a note for each repair or drop.
 
-    ``lines`` numbers the rows in messages ("line 3"); by default rows count from 1.
+    ``lines`` numbers the rows in messages ("line 3"); by default rows count from 1. Classes must be
+    integers >= 0, and < nc when nc is given (None: any, as YOLOv5's loader takes them).
     """
     problems = []
     a = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
@@ -90,9 +91,10 @@ def check_boxes(rows, nc: int, lines=None, unit: str = "line") -> tuple[np.ndarr
         return np.zeros((0, 5), np.float32), problems
     line = np.asarray(lines) if lines is not None else np.arange(1, len(a) + 1)
     cls, xy, wh = a[:, 0], a[:, 1:3], a[:, 3:5]
-    bad_cls = (cls != np.round(cls)) | (cls < 0) | (cls >= nc)
+    bad_cls = (cls != np.round(cls)) | (cls < 0) | ((cls >= nc) if nc is not None else False)
     for k, c in zip(line[bad_cls], cls[bad_cls]):
-        problems.append(f"{unit} {k}: class {c:g} outside [0, {nc})")
+        problems.append(f"{unit} {k}: class {c:g} outside [0, {nc})" if nc is not None else
+                        f"{unit} {k}: class {c:g} is not an integer >= 0")
     bad_size = ~bad_cls & ((wh[:, 0] <= 0) | (wh[:, 1] <= 0) | ~np.isfinite(a).all(1))
     for k in line[bad_size]:
         problems.append(f"{unit} {k}: zero, negative or non-finite size")
@@ -114,7 +116,7 @@ def check_boxes(rows, nc: int, lines=None, unit: str = "line") -> tuple[np.ndarr
     return out, problems
 
 
-def verify_sample(image: str, label_file: str | None, rows, nc: int) -> SampleCheck:
+def verify_sample(image: str, label_file: str | None, rows, nc: int | None) -> SampleCheck:
     """Check one sample. Labels come from ``label_file`` (YOLO txt) or, for COCO json, from ``rows``."""
     check = SampleCheck(image)
     try:

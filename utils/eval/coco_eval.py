@@ -5,15 +5,18 @@
     result = evaluate(gt, predictions, image_ids, category_ids)                  # CocoResult
     print(result.summary); print(classwise_table(names, result.class_ap))
 
-Backends: ``pycocotools`` (default) or ``faster`` (the faster-coco-eval package, same API and numbers,
-when installed); both run the same code below.
+Backends: ``faster`` (the faster-coco-eval package: pycocotools' API and numbers, 9x faster), ``pycocotools``,
+or ``auto`` (the default: faster-coco-eval where it imports, else pycocotools; resolve_backend logs the one
+used once). All run the same code below.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import itertools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import torch
 from utils.boxes import xyxy_to_xywh
 from utils.data.coco import COCO80_TO_91, read_coco_json
 
-BACKENDS = ("pycocotools", "faster")
+LOGGER = logging.getLogger("yolox5.val")
+BACKENDS = ("auto", "faster", "pycocotools")
 COCO_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
     "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
@@ -44,8 +48,23 @@ class CocoResult:
     class_ap50: np.ndarray  # [nc] AP50 per class, likewise
 
 
-def coco_api(backend: str = "pycocotools"):
+@functools.lru_cache(maxsize=None)
+def resolve_backend(backend: str = "auto") -> str:
+    """The backend "auto" means here: faster-coco-eval where it imports, else pycocotools (logged once)."""
+    if backend != "auto":
+        return backend
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        LOGGER.info("COCO evaluation: pycocotools (faster-coco-eval is not installed)")
+        return "pycocotools"
+    LOGGER.info(f"COCO evaluation: faster-coco-eval {getattr(faster_coco_eval, '__version__', '')}".rstrip())
+    return "faster"
+
+
+def coco_api(backend: str = "auto"):
     """(COCO, COCOeval) classes of a backend."""
+    backend = resolve_backend(backend) if backend in BACKENDS else backend
     if backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -125,7 +144,7 @@ def gt_from_json(path, single_cls: bool = False, single_name: str = "item") -> d
     return gt
 
 
-def build_coco(gt: dict, backend: str = "pycocotools"):
+def build_coco(gt: dict, backend: str = "auto"):
     """A COCO object from a ground-truth dict (deep-copied: COCO adds keys to what it indexes)."""
     COCO, _ = coco_api(backend)
     coco = COCO()
@@ -149,13 +168,14 @@ def detections_to_coco(det: torch.Tensor, image_id: int, category_ids) -> list[d
 
 # ---- evaluation -----------------------------------------------------------------------------------
 def evaluate(coco_gt, predictions: list[dict], image_ids=None, category_ids=None,
-             backend: str = "pycocotools", verbose: bool = False) -> CocoResult:
+             backend: str = "auto", verbose: bool = False) -> CocoResult:
     """COCOeval (bbox) of ``predictions`` against ``coco_gt`` (a COCO object or a ground-truth dict).
 
     image_ids: evaluate these images only (the ones that were run; default all of the ground truth).
     category_ids: class index -> category id, for the per-class APs (default the sorted category ids).
     COCOeval's own progress messages are shown only when verbose.
     """
+    backend = resolve_backend(backend) if backend in BACKENDS else backend
     if isinstance(coco_gt, dict):
         coco_gt = build_coco(coco_gt, backend)
     _, COCOeval = coco_api(backend)
@@ -206,12 +226,12 @@ def _per_class_ap(E, category_ids) -> tuple[np.ndarray, np.ndarray]:
 
 def classwise_table(names, class_ap) -> str:
     """The per-class AP table of seed 004 (mmdetection's classwise layout): three (category, AP)
-    pairs per row, AP with 3 decimals, empty cells 'None', +---+ borders."""
+    pairs per row, AP with 3 decimals, the last row's unused cells blank, +---+ borders."""
     pairs = [(str(n), f"{float(ap):0.3f}") for n, ap in zip(names, class_ap)]
     n_cols = min(6, len(pairs) * 2)
     flat = list(itertools.chain(*pairs))
     header = ["category", "AP"] * (n_cols // 2)
-    rows = [["None" if v is None else v for v in row]
+    rows = [["" if v is None else v for v in row]
             for row in itertools.zip_longest(*[flat[i::n_cols] for i in range(n_cols)])]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(n_cols)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"

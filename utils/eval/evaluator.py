@@ -29,7 +29,7 @@ from utils.data.datasets import create_dataloader
 from utils.devices import select_device
 from utils.eval import coco_eval
 from utils.eval.metrics import ap_per_class, match_predictions
-from utils.infer.backends import forward, load_weights, to_original
+from utils.infer.backends import forward, in_image, load_weights, to_original
 from utils.infer.nms import non_max_suppression
 from utils.runs import increment_path
 
@@ -51,7 +51,7 @@ class EvalOptions:
     classwise: bool = False            # print the per-class AP table
     verbose: bool = False              # P, R, AP per class; COCOeval's messages
     plots: bool = False                # val_batch0_labels.jpg / val_batch0_pred.jpg
-    coco_backend: str = "pycocotools"  # or faster (faster-coco-eval)
+    coco_backend: str = "auto"         # faster-coco-eval where installed, else pycocotools; or either one
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -160,6 +160,8 @@ def evaluate(model, dataloader, data: dict, opts: EvalOptions = EvalOptions(), s
     for batch in tqdm(dataloader, desc=desc, bar_format="{l_bar}{bar:10}{r_bar}"):
         loop.batch(model, *batch)
 
+    if loop.dropped:
+        LOGGER.warning(f"WARNING {loop.dropped} detections with a non-finite box or score left out (a diverging model?)")
     coco = _coco_metrics(gt, loop.jdict, image_ids, category_ids, opts.coco_backend, opts.verbose) if evaluated \
         else None
     metrics, times = loop.metrics(), loop.times_ms()
@@ -238,6 +240,7 @@ class _Loop:
         self.stats = []  # per image: (correct [K, 10], score [K], class [K], label classes [M])
         self.jdict = []  # COCO result rows
         self.loss = None  # summed loss items
+        self.dropped = 0  # detections with a non-finite box or score, left out
         self.n_batches = self.seen = 0
         self.dt = [0.0, 0.0, 0.0]  # seconds: pre-process, inference, NMS
         self.shape = None  # the first batch's input shape
@@ -272,8 +275,10 @@ class _Loop:
         det = det.detach().cpu()
         if self.opts.single_cls:
             det[:, 5] = 0
-        det = torch.cat((to_original(det[:, :4], shape, input_hw, self.letterbox), det[:, 4:]), 1)  # [K, 6] original px
         h0, w0 = shape[0]
+        det = torch.cat((to_original(det[:, :4], shape, input_hw, self.letterbox), det[:, 4:]), 1)  # [K, 6] original px
+        det, dropped = in_image(det, h0, w0)  # clipped, as YOLOv5's clip_boxes; non-finite rows counted
+        self.dropped += dropped
         labels = _labels_xyxy(self.labels[self.index_of[path]], h0, w0)  # [M, 5] original pixels
         if self.opts.single_cls:
             labels[:, 0] = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.boxes import clip_boxes_xyxy
 from utils.data.augment import LETTERBOX_MODES
 
 LOGGER = logging.getLogger("yolox5.inference")
@@ -151,6 +152,15 @@ def forward(model, images: torch.Tensor, with_raw: bool = False):
         return model(images), None
     raw = head.raw(model.features(images))
     return head.decode_raw(raw), raw
+
+
+def in_image(det: torch.Tensor, height: float, width: float) -> tuple[torch.Tensor, int]:
+    """(detections a picture, a COCO json and a txt row can hold, how many were dropped): det [K, 6] (x1, y1,
+    x2, y2, score, class) without the rows whose box or score is not finite (a diverging model's), boxes
+    clipped to the image."""
+    finite = torch.isfinite(det[:, :5]).all(1)
+    det = det[finite]
+    return torch.cat((clip_boxes_xyxy(det[:, :4], height, width), det[:, 4:]), 1), int((~finite).sum())
 
 
 def to_original(boxes: torch.Tensor, shape, input_hw, letterbox_mode: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from utils.data.augment import letterbox
 from utils.devices import select_device
 from utils.data.image_io import imread
-from utils.infer.backends import load_weights, to_original
+from utils.infer.backends import in_image, load_weights, to_original
 from utils.infer.nms import non_max_suppression
 
 
@@ -47,6 +47,7 @@ class Detector:
         self.img_size, self.conf, self.iou, self.max_det, self.agnostic = img_size, conf, iou, max_det, agnostic
         nc = getattr(self.model, "nc", None)
         self.names = list(getattr(self.model, "names", None) or [str(i) for i in range(nc or 0)])
+        self.dropped = 0  # detections with a non-finite box or score, left out of every result so far
 
     @torch.no_grad()
     def __call__(self, source) -> list[Detections]:
@@ -64,12 +65,12 @@ class Detector:
 
     def _result(self, det, shape, input_hw) -> Detections:
         (h0, w0) = shape[0]
-        boxes = to_original(det[:, :4], shape, input_hw, self.letterbox_mode)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, w0)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, h0)
+        det = torch.cat((to_original(det[:, :4], shape, input_hw, self.letterbox_mode), det[:, 4:]), 1)
+        det, dropped = in_image(det, h0, w0)
+        self.dropped += dropped
         classes = det[:, 5].long().numpy()
         names = [self.names[c] if 0 <= c < len(self.names) else str(c) for c in classes]
-        return Detections(boxes.numpy(), det[:, 4].numpy(), classes, names, (h0, w0))
+        return Detections(det[:, :4].numpy(), det[:, 4].numpy(), classes, names, (h0, w0))
 
     @staticmethod
     def _read(im) -> np.ndarray:
@@ -85,13 +86,18 @@ class Detector:
 
 
 def draw(image: np.ndarray, det: Detections, line: int = 2) -> np.ndarray:
-    """A copy of ``image`` with the detections drawn."""
-    from utils.plots import COLOURS
+    """A copy of ``image`` with the detections drawn (boxes outside it clipped, non-finite ones skipped)."""
+    from utils.plots import COLOURS, pixel_box
 
     out = image.copy()
-    for (x1, y1, x2, y2), score, cls, name in zip(det.boxes, det.scores, det.classes, det.class_names):
+    h, w = out.shape[:2]
+    for box, score, cls, name in zip(det.boxes, det.scores, det.classes, det.class_names):
+        corners = pixel_box(box, w, h)
+        if corners is None:
+            continue
+        (x1, y1), (x2, y2) = corners
         colour = COLOURS[int(cls) % len(COLOURS)]
-        cv2.rectangle(out, (int(x1), int(y1)), (int(x2), int(y2)), colour, line)
-        cv2.putText(out, f"{name} {score:.2f}", (int(x1), max(int(y1) - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5, colour, 1, cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, line)
+        cv2.putText(out, f"{name} {score:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1,
+                    cv2.LINE_AA)
     return out

@@ -76,6 +76,8 @@ def run_predict(opts: PredictOptions) -> Path:
         run_video(detector, cv2.VideoCapture(webcam), f"webcam{webcam}", writer,
                   None if opts.nosave else save_dir / f"webcam{webcam}.mp4")
     writer.close()
+    if detector.dropped:
+        LOGGER.warning(f"WARNING {detector.dropped} detections with a non-finite box or score left out (a diverging model?)")
     LOGGER.info(f"Results saved to {save_dir}")
     return save_dir
 

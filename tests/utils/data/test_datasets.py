@@ -158,3 +158,19 @@ def test_topleft_letterbox_for_official_weights(demo):
     r = min(160 / h0, 160 / w0)
     assert rh == pytest.approx(int(h0 * r) / h0) and rw == pytest.approx(int(w0 * r) / w0)
     assert (img[:, int(h0 * r):, :] == 114).all()  # padding below the pasted image
+
+
+def test_nc_is_optional(broken_dataset, caplog):
+    """Without nc the class ids are not range-checked (as YOLOv5's loader): the class-7 row is kept and the
+    summary names the largest id; with nc it is dropped and named."""
+    with caplog.at_level(logging.INFO, logger="yolox5.data"):
+        loader, ds = create_dataloader(str(broken_dataset / "images" / "train"), 64, 4, 32, workers=0)
+    assert labels_of(ds, "class.jpg")[:, 0].tolist() == [7, 1]
+    assert "class ids not checked (no nc), largest 7" in caplog.text
+    images, targets, _, _ = next(iter(loader))
+    assert images.shape[0] == 4 and targets.shape[1] == 6
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolox5.data"):
+        ds = build(broken_dataset)
+    assert labels_of(ds, "class.jpg")[:, 0].tolist() == [1] and "class 7 outside [0, 3)" in caplog.text
+    assert "largest" not in caplog.text

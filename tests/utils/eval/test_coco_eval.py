@@ -62,26 +62,40 @@ def test_classwise_table_layout():
         "| category      | AP    | category | AP    | category | AP    |",
         "+---------------+-------+----------+-------+----------+-------+",
         "| person        | 0.535 | bicycle  | 0.280 | car      | 0.399 |",
-        "| traffic light | nan   | None     | None  | None     | None  |",
+        "| traffic light | nan   |          |       |          |       |",  # unused cells blank, not "None"
         "+---------------+-------+----------+-------+----------+-------+"]
     assert coco_eval.classwise_table(["a"], [1.0]).splitlines()[1] == "| category | AP    |"
 
 
 def test_backends():
-    with pytest.raises(ValueError, match="unknown COCO backend 'x'; known: pycocotools, faster"):
+    with pytest.raises(ValueError, match="unknown COCO backend 'x'; known: auto, faster, pycocotools"):
         coco_eval.coco_api("x")
-    try:
-        import faster_coco_eval  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="pip install faster-coco-eval"):
-            coco_eval.coco_api("faster")
-        return
     gt = _gt_with_crowd()
     det = [{"image_id": 1, "category_id": 1, "bbox": [12, 10, 20, 20], "score": 0.9},
            {"image_id": 1, "category_id": 1, "bbox": [10, 14, 18, 20], "score": 0.95},
            {"image_id": 1, "category_id": 1, "bbox": [52, 52, 30, 30], "score": 0.5}]
     for dets in (det, []):
-        faster, standard = coco_eval.evaluate(gt, dets, backend="faster"), coco_eval.evaluate(gt, dets)
+        faster, standard = coco_eval.evaluate(gt, dets), coco_eval.evaluate(gt, dets, backend="pycocotools")
         np.testing.assert_allclose(faster.stats, standard.stats, rtol=0, atol=1e-12)  # summation order only
         np.testing.assert_allclose(faster.class_ap, standard.class_ap, rtol=0, atol=1e-12)
         assert faster.summary == standard.summary
+
+
+def test_auto_backend_is_faster_coco_eval_where_installed(monkeypatch, caplog):
+    """faster-coco-eval is a dependency: "auto" (the default of val.py and the trainer) takes it and says so;
+    without it, pycocotools."""
+    import logging
+    import sys
+
+    from utils.eval.evaluator import EvalOptions
+
+    assert EvalOptions().coco_backend == "auto"
+    coco_eval.resolve_backend.cache_clear()
+    with caplog.at_level(logging.INFO, logger="yolox5.val"):
+        assert coco_eval.resolve_backend("auto") == "faster"
+    assert "COCO evaluation: faster-coco-eval" in caplog.text
+    coco_eval.resolve_backend.cache_clear()
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if it were not installed
+    assert coco_eval.resolve_backend("auto") == "pycocotools"
+    assert coco_eval.resolve_backend("pycocotools") == "pycocotools"
+    coco_eval.resolve_backend.cache_clear()

@@ -100,7 +100,7 @@ def test_classwise_table_lists_every_class(demo, capsys):
     table = [line for line in out.splitlines() if line.startswith("|")]
     assert table[0].split() == ["|", "category", "|", "AP", "|", "category", "|", "AP", "|", "category", "|", "AP", "|"]
     cells = [c.strip() for line in table[1:] for c in line.strip("|").split("|")]
-    assert cells[0::2] == list(DEMO_NAMES) + ["None"]  # 8 classes: the last row padded
+    assert cells[0::2] == list(DEMO_NAMES) + [""]  # 8 classes: the last row's unused cells blank
     assert len(re.findall(r"Average (Precision|Recall)", out)) == 12
 
 
@@ -214,3 +214,35 @@ def test_speed_task_single_cls_and_unlabelled_test_split(demo, tmp_path, capsys)
     rows = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert rows == []  # no labels, so the ground-truth model predicts nothing; the file is still written
     assert "Speed:" not in capsys.readouterr().out  # the trainer's calls print no speed line
+
+
+class WildModel(GroundTruthModel):
+    """Ground truth plus a diverging model's boxes: one far outside the picture (beyond int32), one NaN."""
+
+    def forward(self, x):
+        out = super().forward(x).clone()
+        out[:, -1, :5] = torch.tensor([1e12, -1e12, 1e13, 1e13, 0.9])
+        out[:, -1, 5] = 1.0
+        out[:, -2, :5] = torch.tensor([float("nan"), 50.0, 10.0, 10.0, 0.9])
+        out[:, -2, 6] = 1.0
+        return out
+
+
+def test_wild_boxes_are_clipped_dropped_and_counted_once(demo, tmp_path, caplog):
+    """A diverging model's boxes never end a run: the json and the plots get them clipped to the image,
+    non-finite ones are left out and counted in one warning."""
+    import logging
+
+    data = load_data_config(demo[0])
+    loader = loader_of(data)
+    with caplog.at_level(logging.WARNING):
+        results, _, _ = evaluate(WildModel(loader, 8), loader, data, EvalOptions(save_json=True, plots=True),
+                                 save_dir=tmp_path)
+    assert (tmp_path / "val_batch0_pred.jpg").is_file() and (tmp_path / "val_batch0_labels.jpg").is_file()
+    rows = json.loads((tmp_path / "predictions.json").read_text())
+    boxes = np.array([r["bbox"] for r in rows])  # COCO x, y, w, h in original pixels (the images are 128 x 96)
+    assert np.isfinite(boxes).all() and (boxes[:, :2] >= 0).all()
+    assert (boxes[:, 0] + boxes[:, 2] <= 128 + 1e-3).all() and (boxes[:, 1] + boxes[:, 3] <= 96 + 1e-3).all()
+    assert caplog.text.count("detections with a non-finite box or score left out") == 1
+    assert "12 detections with a non-finite box" in caplog.text  # one per image
+    assert results[3] > 0.9  # the ground truth is still found

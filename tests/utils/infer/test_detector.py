@@ -39,3 +39,27 @@ def test_onnx_detector_matches_torch(detect_weights, detect_images, tmp_path):
 def sorted_rows(boxes):
     """Rows in a fixed order, so that equal detections compare equal whatever NMS's order of ties."""
     return boxes[np.lexsort(np.round(boxes).T[::-1])]
+
+
+def test_wild_boxes_are_clipped_or_left_out(detect_weights, detect_images, monkeypatch):
+    """Boxes of a diverging model come back inside the image, non-finite ones counted and left out, and the
+    annotated picture is drawn (OpenCV 5 rejects coordinates beyond int32)."""
+    from utils.infer.detector import draw
+
+    det = Detector(detect_weights, img_size=128, conf=0.1)
+    real = det.model
+
+    def wild(x):
+        out = real(x).clone()
+        out[:, :5, :4] = torch.tensor([1e12, -1e12, 1e13, 1e13])  # huge boxes
+        out[:, :5, 4:] = 1.0
+        out[:, 5, 0] = float("nan")
+        out[:, 5, 4:] = 1.0
+        return out
+
+    monkeypatch.setattr(det, "model", wild)
+    img = cv2.imread(str(detect_images / "im0.jpg"))
+    r = det(img)[0]
+    assert len(r) > 0 and np.isfinite(r.boxes).all() and det.dropped == 1
+    assert (r.boxes[:, [0, 2]] >= 0).all() and (r.boxes[:, [0, 2]] <= 200).all() and (r.boxes[:, [1, 3]] <= 120).all()
+    assert draw(img, r).shape == img.shape

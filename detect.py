@@ -14,6 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from utils.cli import fraction, positive_int, run_reporting_user_errors
 from utils.infer.predict import PredictOptions, run_predict
 
 
@@ -23,10 +24,10 @@ def parse_opt(argv=None):
     p.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX (.pth), ONNX file or OpenVINO .xml")
     p.add_argument("--cfg", default=None, help="model YAML for official weights of another layout")
     p.add_argument("--source", required=True, help="image, folder, glob, video file or webcam index")
-    p.add_argument("--img-size", "--imgsz", type=int, default=D.img_size)
-    p.add_argument("--conf-thres", type=float, default=D.conf_thres)
-    p.add_argument("--iou-thres", type=float, default=D.iou_thres)
-    p.add_argument("--max-det", type=int, default=D.max_det)
+    p.add_argument("--img-size", "--imgsz", type=positive_int, default=D.img_size)
+    p.add_argument("--conf-thres", type=fraction, default=D.conf_thres)
+    p.add_argument("--iou-thres", type=fraction, default=D.iou_thres)
+    p.add_argument("--max-det", type=positive_int, default=D.max_det)
     p.add_argument("--agnostic-nms", action="store_true")
     p.add_argument("--device", default=D.device)
     p.add_argument("--view-img", action="store_true", help="show results where a display exists")
@@ -37,13 +38,15 @@ def parse_opt(argv=None):
     p.add_argument("--project", default=D.project)
     p.add_argument("--name", default=D.name)
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of errors in the input, not one line")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> Path:
     opt = parse_opt(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_predict(PredictOptions(**vars(opt)))
+    verbose = vars(opt).pop("verbose")
+    return run_reporting_user_errors("detect.py", lambda: run_predict(PredictOptions(**vars(opt))), verbose)
 
 
 if __name__ == "__main__":

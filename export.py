@@ -28,6 +28,7 @@ import argparse
 import logging
 
 from utils.infer.outputs import DEPLOY_LAYOUTS
+from utils.cli import fraction, positive_int, run_reporting_user_errors
 from utils.export.options import INCLUDE, DatasetImages, ExportOptions, NmsOptions
 from utils.export.rewrite import FOCUS_MODES
 
@@ -47,8 +48,9 @@ def parse_opt(argv=None):
     p.add_argument("--weights", default=None, help="project checkpoint (.pt) or official YOLOX weights (.pth)")
     p.add_argument("--cfg", default=None, help="model YAML (official .pth on another model file; alone: random weights)")
     p.add_argument("--include", nargs="+", default=list(D.include), help=f"formats: {', '.join(INCLUDE)}")
-    p.add_argument("--img-size", "--imgsz", type=int, nargs="+", default=list(D.img_size[:1]), help="input h [w] (multiples of 32)")
-    p.add_argument("--batch-size", type=int, default=D.batch_size, help="batch size of the exported input")
+    p.add_argument("--img-size", "--imgsz", type=positive_int, nargs="+", default=list(D.img_size[:1]),
+                   help="input h [w] (multiples of 32)")
+    p.add_argument("--batch-size", type=positive_int, default=D.batch_size, help="batch size of the exported input")
     p.add_argument("--opset", type=int, default=D.opset, help="ONNX opset (10 and up; 10 for OpenVINO 2021 / old NPU flows)")
     p.add_argument("--dynamic", nargs="*", default=None, metavar="AXES",
                    help="dynamic axes: 'batch' and/or 'hw' (alone: batch, as official YOLOX)")
@@ -61,19 +63,21 @@ def parse_opt(argv=None):
                    help="write Focus as convs: s2d (fixed 2x2 stride-2 conv, then Focus's conv; default) or fold "
                         "(one 6x6 stride-2 conv)")
     p.add_argument("--nms", action="store_true", help="end-to-end graph with ONNX NonMaxSuppression")
-    p.add_argument("--max-det", type=int, default=NmsOptions.max_det, help="--nms: detections per image")
-    p.add_argument("--iou-thres", type=float, default=NmsOptions.iou_thres, help="--nms: IoU threshold")
-    p.add_argument("--conf-thres", type=float, default=NmsOptions.conf_thres, help="--nms: score threshold (obj * cls)")
+    p.add_argument("--max-det", type=positive_int, default=NmsOptions.max_det, help="--nms: detections per image")
+    p.add_argument("--iou-thres", type=fraction, default=NmsOptions.iou_thres, help="--nms: IoU threshold")
+    p.add_argument("--conf-thres", type=fraction, default=NmsOptions.conf_thres, help="--nms: score threshold (obj * cls)")
     p.add_argument("--half", action="store_true", help="float16 export (CUDA device only)")
     p.add_argument("--int8", action="store_true",
                    help="also write int8 models calibrated on --data: QDQ ONNX (onnx), NNCF IR (openvino), RKNN (rknn)")
     p.add_argument("--data", default=None, help="dataset yaml with the calibration images (--int8)")
-    p.add_argument("--calib-images", type=int, default=DatasetImages.calibration, help="--int8: number of calibration images")
+    p.add_argument("--calib-images", type=positive_int, default=DatasetImages.calibration,
+                   help="--int8: number of calibration images")
     p.add_argument("--calib-split", default=DatasetImages.split, help="--int8: split the calibration images come from")
     p.add_argument("--rknn-platform", default=D.rknn_platform,
                    help="--include rknn: target chip (rk3588, rk3576, rk3568, ...)")
     p.add_argument("--device", default=D.device, help="cpu or a CUDA device: 0")
     p.add_argument("--output", default=None, help="output ONNX path (default: beside the weights)")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of errors in the input, not one line")
     opt = p.parse_args(argv)
     if opt.dynamic is not None and not opt.dynamic:
         opt.dynamic = ["batch"]
@@ -86,10 +90,8 @@ def main(argv=None):
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     opt = parse_opt(argv)
-    try:
-        return run(**vars(opt))
-    except (ValueError, FileNotFoundError, ImportError, ExportCheckError, RknnError) as e:
-        raise SystemExit(f"export.py: {e}") from None
+    verbose = vars(opt).pop("verbose")
+    return run_reporting_user_errors("export.py", lambda: run(**vars(opt)), verbose, (ExportCheckError, RknnError))
 
 
 if __name__ == "__main__":

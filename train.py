@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from utils.cli import non_negative_int, positive_int, run_reporting_user_errors
 from utils.config import choices
 from utils.yaml_io import DATA_DIR, read_mapping
 
@@ -30,11 +31,12 @@ def parse_opt(argv=None):
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
     p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.demo.yaml on the demo set, "
                                                "hyp.scratch.yolox.yaml otherwise)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="total batch size over all processes")
-    p.add_argument("--img-size", "--imgsz", "--img", dest="imgsz", type=int, default=None, help="train and val size (pixels)")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="total batch size over all processes")
+    p.add_argument("--img-size", "--imgsz", "--img", dest="imgsz", type=positive_int, default=None,
+                   help="train and val size (pixels)")
     p.add_argument("--device", default="", help="cpu, 0 or 0,1 (default: CUDA when available)")
-    p.add_argument("--workers", type=int, default=8, help="data loader workers per process")
+    p.add_argument("--workers", type=non_negative_int, default=8, help="data loader workers per process")
     p.add_argument("--cache", nargs="?", const="ram", default=None, choices=["ram", "disk"], help="cache images")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume the latest run, or the given last.pt")
     p.add_argument("--project", default="runs/train")
@@ -46,8 +48,9 @@ def parse_opt(argv=None):
     p.add_argument("--optimizer", default=None, choices=choices("optimizer"),
                    help="optimizer (default: the hyp file's 'optimizer', SGD when it has none)")
     p.add_argument("--save-period", type=int, default=-1, help="also save a checkpoint every N epochs")
-    p.add_argument("--patience", type=int, default=100, help="stop after N epochs without improvement (0: never)")
-    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze the first N layers, or the listed layers")
+    p.add_argument("--patience", type=non_negative_int, default=100, help="stop after N epochs without improvement (0: never)")
+    p.add_argument("--freeze", nargs="+", type=non_negative_int, default=[0],
+                   help="freeze the first N layers, or the listed layers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noautoanchor", action="store_true", help="accepted for YOLOv5 command lines; YOLOX is anchor-free")
     p.add_argument("--noval", action="store_true", help="validate only after the last epoch")
@@ -58,6 +61,7 @@ def parse_opt(argv=None):
                    help="mixed precision (default on): float16 on CUDA, bfloat16 autocast on CPUs with AMX or "
                         "AVX512-BF16 (--amp forces it on other CPUs, where it is slow); --no-amp for float32")
     p.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=-1, help="set by torch.distributed.launch")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of errors in the input, not one line")
     opt = p.parse_args(argv)
     if opt.freeze == [0]:
         opt.freeze = []
@@ -84,10 +88,13 @@ def main(argv=None):
     from utils.devices import dist_context
     from utils.train.trainer import Trainer, prepare_save_dir
 
-    ctx = dist_context(opt.local_rank)
-    if not opt.resume:
-        opt.save_dir = prepare_save_dir(opt, ctx)
-    return Trainer(opt).train()
+    def train():
+        ctx = dist_context(opt.local_rank)
+        if not opt.resume:
+            opt.save_dir = prepare_save_dir(opt, ctx)
+        return Trainer(opt).train()
+
+    return run_reporting_user_errors("train.py", train, opt.verbose)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from utils.cli import fraction, non_negative_int, positive_int, run_reporting_user_errors
 from utils.data.augment import LETTERBOX_MODES
 from utils.eval.coco_eval import BACKENDS
 from utils.eval.evaluator import TASKS, EvalResult, ValOptions, run_val
@@ -31,19 +32,21 @@ def parse_opt(argv=None):
     parser.add_argument("--data", default=D.data, help="dataset YAML")
     parser.add_argument("--weights", required=True, help="checkpoint (.pt), official YOLOX weights (.pth), .onnx or OpenVINO .xml")
     parser.add_argument("--cfg", default=None, help="model YAML for official weights (inferred when left out)")
-    parser.add_argument("--batch-size", type=int, default=D.batch_size)
-    parser.add_argument("--img-size", "--imgsz", dest="imgsz", type=int, default=D.imgsz, help="inference size (pixels)")
-    parser.add_argument("--conf-thres", type=float, default=D.conf_thres)
-    parser.add_argument("--iou-thres", type=float, default=D.iou_thres, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=D.max_det, help="detections per image")
+    parser.add_argument("--batch-size", type=positive_int, default=D.batch_size)
+    parser.add_argument("--img-size", "--imgsz", dest="imgsz", type=positive_int, default=D.imgsz,
+                        help="inference size (pixels)")
+    parser.add_argument("--conf-thres", type=fraction, default=D.conf_thres)
+    parser.add_argument("--iou-thres", type=fraction, default=D.iou_thres, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=positive_int, default=D.max_det, help="detections per image")
     parser.add_argument("--task", default=D.task, choices=TASKS, help="val, test, or speed (timing only)")
     parser.add_argument("--device", default=D.device, help="cpu, or CUDA device(s) 0 / 0,1 (the first one is used)")
-    parser.add_argument("--workers", type=int, default=D.workers, help="data loader workers")
+    parser.add_argument("--workers", type=non_negative_int, default=D.workers, help="data loader workers")
     parser.add_argument("--single-cls", action="store_true", help="evaluate as one class")
     parser.add_argument("--half", action="store_true", help="FP16 inference (CUDA)")
     parser.add_argument("--save-json", action="store_true", help="write predictions.json (COCO results format)")
     parser.add_argument("--classwise", action="store_true", help="print the per-class AP table")
-    parser.add_argument("--verbose", action="store_true", help="P, R, AP per class; COCOeval's messages")
+    parser.add_argument("--verbose", action="store_true",
+                        help="P, R, AP per class; COCOeval's messages; the traceback of errors in the input")
     parser.add_argument("--project", default=D.project)
     parser.add_argument("--name", default=D.name)
     parser.add_argument("--exist-ok", action="store_true", help="reuse runs/val/<name> instead of numbering a new one")
@@ -58,7 +61,7 @@ def parse_opt(argv=None):
 def main(argv=None):
     opt = parse_opt(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(**vars(opt))
+    return run_reporting_user_errors("val.py", lambda: run(**vars(opt)), opt.verbose)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,22 @@ def test_detect_writes_what_it_claims(detect_weights, detect_images, tmp_path):
     glob_dir = detect.main(["--weights", str(detect_weights), "--source", str(detect_images / "*.jpg"), "--img-size", "128",
                             "--project", str(tmp_path), "--name", "glob"])
     assert sorted(p.name for p in glob_dir.iterdir()) == ["im0.jpg", "im1.jpg"]
-    with pytest.raises(FileNotFoundError, match="--source not found"):
+    with pytest.raises(SystemExit, match="detect.py: --source not found"):  # one line, no traceback
         detect.main(["--weights", str(detect_weights), "--source", str(detect_images / "nope"), "--project", str(tmp_path)])
 
 
-def test_options_are_checked_where_they_are_parsed(detect_weights, detect_images, tmp_path):
-    for flag, value, message in (("--conf-thres", "1.5", r"--conf-thres must be in \[0, 1\], got 1.5"),
-                                 ("--img-size", "0", "--img-size must be >= 1, got 0")):
-        with pytest.raises(ValueError, match=message):
+def test_options_are_checked_where_they_are_parsed(detect_weights, detect_images, tmp_path, capsys):
+    for flag, value, message in (("--conf-thres", "1.5", r"argument --conf-thres: must be in [0, 1], got 1.5"),
+                                 ("--img-size", "0", "argument --img-size/--imgsz: must be >= 1, got 0")):
+        with pytest.raises(SystemExit) as e:
             detect.main(["--weights", str(detect_weights), "--source", str(detect_images), flag, value,
                          "--project", str(tmp_path)])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_and_verbose_shows_the_traceback(detect_images, tmp_path):
+    argv = ["--weights", str(tmp_path / "missing.pt"), "--source", str(detect_images), "--project", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"^detect.py: weights not found: .*missing.pt$"):
+        detect.main(argv)
+    with pytest.raises(FileNotFoundError, match="weights not found"):
+        detect.main(argv + ["--verbose"])

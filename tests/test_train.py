@@ -125,3 +125,19 @@ def test_loss_falls_on_an_easy_set(tiny_data):
     assert all(math.isfinite(x) for x in losses) and last < 0.5 * first, (first, last)
 
 
+
+
+def test_user_errors_are_one_line(tiny_data, tmp_path, capsys):
+    """train.py ends user errors in one line (no traceback) and checks option values where it parses them."""
+    import train
+
+    with pytest.raises(SystemExit, match=r"^train.py: dataset description not found: .*missing.yaml$"):
+        train.main(["--data", str(tmp_path / "missing.yaml"), "--cfg", "models/yoloxn.yaml", "--device", "cpu",
+                    "--project", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^train.py: model file not found: .*none.yaml$"):
+        train.main(["--data", str(tiny_data), "--cfg", str(tmp_path / "none.yaml"), "--device", "cpu", "--workers", "0",
+                    "--img-size", "64", "--project", str(tmp_path)])
+    for flag, value in (("--batch-size", "0"), ("--epochs", "-1"), ("--workers", "-2")):
+        with pytest.raises(SystemExit) as e:
+            train.main([flag, value])
+        assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """val.py: the command line parses and runs the evaluation engine, writing what it claims."""
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -42,3 +44,27 @@ def test_seed_command_parses():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="--device 0,1 asks for CUDA"):
             val.run(data={"names": ["a"], "val": "x"}, weights="last.pt", device="0,1")
+
+
+def test_user_errors_are_one_line(demo, tmp_path, capsys):
+    """A missing file, weights of another nc, a checkpoint that is not weights-only, an option value out of
+    range: one line naming the file or option, a non-zero exit, no traceback (--verbose keeps it)."""
+    base = ["--data", str(demo), "--img-size", str(IMGSZ), "--workers", "0", "--project", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"^val.py: weights not found: .*missing.pt$"):
+        val.main(base + ["--weights", str(tmp_path / "missing.pt")])
+    model = Model("models/yoloxn.yaml", nc=3)
+    torch.save({"model": model.state_dict(), "yaml": model.yaml}, tmp_path / "nc3.pt")
+    with pytest.raises(SystemExit, match=r"^val.py: .*nc3.pt predicts 3 classes but .*plain.yaml names 8"):
+        val.main(base + ["--weights", str(tmp_path / "nc3.pt")])
+    torch.save({"model": model}, tmp_path / "pickled.pt")  # a pickled module, not plain data
+    with pytest.raises(SystemExit, match=r"^val.py: .*pickled.pt: cannot be read as a weights-only checkpoint"):
+        val.main(base + ["--weights", str(tmp_path / "pickled.pt")])
+    with pytest.raises(SystemExit) as e:
+        val.main(base + ["--weights", "w.pt", "--batch-size", "0"])
+    assert e.value.code == 2 and "argument --batch-size: must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        val.main(base + ["--weights", str(tmp_path / "missing.pt"), "--verbose"])
+    r = subprocess.run([sys.executable, "val.py", *base, "--weights", str(tmp_path / "missing.pt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"val.py: weights not found: {tmp_path / 'missing.pt'}"

@@ -25,8 +25,10 @@ OFFICIAL_PREFIX = {
     33: "head",  # DetectX: cls_preds / reg_preds / obj_preds
 }
 # Official model -> YAML file, told apart by the stem's output channels (and depthwise convs for nano).
-_STEM_CHANNELS = {16: "yoloxn.yaml", 24: "yoloxt.yaml", 32: "yoloxs.yaml", 48: "yoloxm.yaml",
-                  64: "yoloxl.yaml", 80: "yoloxx.yaml"}
+# (stem width, depthwise) -> bundled model file; (16, False) is the Nano exp with depthwise off
+_STEM_CHANNELS = {(16, True): "yoloxn.yaml", (16, False): "yoloxn_dense.yaml", (24, False): "yoloxt.yaml",
+                  (32, False): "yoloxs.yaml", (48, False): "yoloxm.yaml", (64, False): "yoloxl.yaml",
+                  (80, False): "yoloxx.yaml"}
 _STEM_KEY = "backbone.backbone.stem.conv.conv.weight"
 
 
@@ -64,8 +66,8 @@ def infer_official_cfg(state_dict: dict) -> tuple[str, int]:
         raise ValueError(f"not an official YOLOX CSPDarknet checkpoint: no '{_STEM_KEY}'; pass the model YAML with --cfg")
     base = int(state_dict[_STEM_KEY].shape[0])
     depthwise = "backbone.backbone.dark2.0.dconv.conv.weight" in state_dict
-    name = _STEM_CHANNELS.get(base)
-    if name is None or (depthwise != (name == "yoloxn.yaml")):
+    name = _STEM_CHANNELS.get((base, depthwise))
+    if name is None:
         raise ValueError(f"official checkpoint with stem width {base} (depthwise={depthwise}) matches no "
                        f"bundled model file; pass the model YAML with --cfg")
     nc = int(state_dict["head.cls_preds.0.weight"].shape[0])

@@ -17,6 +17,7 @@ from torch import nn
 # Official model sizes: name -> (depth, width, depthwise), as in official exps/default/*.py
 OFFICIAL_SIZES = {
     "yoloxn": (0.33, 0.25, True),
+    "yoloxn_dense": (0.33, 0.25, False),  # official YOLOX-Nano's exp with depthwise=False
     "yoloxt": (0.33, 0.375, False),
     "yoloxs": (0.33, 0.50, False),
     "yoloxm": (0.67, 0.75, False),

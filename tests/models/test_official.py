@@ -21,6 +21,12 @@ def test_parameter_counts_equal_official(name):
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+def test_dense_nano_parameter_count_equals_official_nano_without_depthwise(yolox_pkg):
+    """yoloxn_dense has no published count: it is official YOLOX-Nano's exp with depthwise=False."""
+    official = sum(p.numel() for p in build_official("yoloxn_dense").parameters())
+    assert sum(p.numel() for p in Model("models/yoloxn_dense.yaml").parameters()) == official == 2_257_055
+
+
 def test_gflops_near_published():
     # published: nano 1.08 / tiny 6.45 at 416, s 26.8 at 640 (thop); flop_counter counts convs only
     assert Model("yoloxn.yaml").gflops(416) == pytest.approx(1.08, rel=0.04)

@@ -64,7 +64,7 @@ def resolve_backend(backend: str = "auto") -> str:
 
 def coco_api(backend: str = "auto"):
     """(COCO, COCOeval) classes of a backend."""
-    backend = resolve_backend(backend) if backend in BACKENDS else backend
+    backend = resolve_backend(backend)
     if backend == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -175,7 +175,7 @@ def evaluate(coco_gt, predictions: list[dict], image_ids=None, category_ids=None
     category_ids: class index -> category id, for the per-class APs (default the sorted category ids).
     COCOeval's own progress messages are shown only when verbose.
     """
-    backend = resolve_backend(backend) if backend in BACKENDS else backend
+    backend = resolve_backend(backend)  # the concrete one: faster-coco-eval's COCOeval takes print_function
     if isinstance(coco_gt, dict):
         coco_gt = build_coco(coco_gt, backend)
     _, COCOeval = coco_api(backend)

@@ -29,7 +29,7 @@ from utils.data.datasets import create_dataloader
 from utils.devices import select_device
 from utils.eval import coco_eval
 from utils.eval.metrics import ap_per_class, match_predictions
-from utils.infer.backends import forward, in_image, load_weights, to_original
+from utils.infer.backends import detections_to_original, forward, load_weights, warn_dropped
 from utils.infer.nms import non_max_suppression
 from utils.runs import increment_path
 
@@ -160,8 +160,7 @@ def evaluate(model, dataloader, data: dict, opts: EvalOptions = EvalOptions(), s
     for batch in tqdm(dataloader, desc=desc, bar_format="{l_bar}{bar:10}{r_bar}"):
         loop.batch(model, *batch)
 
-    if loop.dropped:
-        LOGGER.warning(f"WARNING {loop.dropped} detections with a non-finite box or score left out (a diverging model?)")
+    warn_dropped(loop.dropped)
     coco = _coco_metrics(gt, loop.jdict, image_ids, category_ids, opts.coco_backend, opts.verbose) if evaluated \
         else None
     metrics, times = loop.metrics(), loop.times_ms()
@@ -275,10 +274,9 @@ class _Loop:
         det = det.detach().cpu()
         if self.opts.single_cls:
             det[:, 5] = 0
-        h0, w0 = shape[0]
-        det = torch.cat((to_original(det[:, :4], shape, input_hw, self.letterbox), det[:, 4:]), 1)  # [K, 6] original px
-        det, dropped = in_image(det, h0, w0)  # clipped, as YOLOv5's clip_boxes; non-finite rows counted
+        det, dropped = detections_to_original(det, shape, input_hw, self.letterbox)  # [K, 6] original px
         self.dropped += dropped
+        h0, w0 = shape[0]
         labels = _labels_xyxy(self.labels[self.index_of[path]], h0, w0)  # [M, 5] original pixels
         if self.opts.single_cls:
             labels[:, 0] = 0

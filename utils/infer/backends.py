@@ -154,13 +154,23 @@ def forward(model, images: torch.Tensor, with_raw: bool = False):
     return head.decode_raw(raw), raw
 
 
-def in_image(det: torch.Tensor, height: float, width: float) -> tuple[torch.Tensor, int]:
-    """(detections a picture, a COCO json and a txt row can hold, how many were dropped): det [K, 6] (x1, y1,
-    x2, y2, score, class) without the rows whose box or score is not finite (a diverging model's), boxes
-    clipped to the image."""
+def detections_to_original(det: torch.Tensor, shape, input_hw, letterbox_mode: str) -> tuple[torch.Tensor, int]:
+    """(detections a picture, a COCO json and a txt row can hold, how many were dropped).
+
+    det [K, 6] (x1, y1, x2, y2, score, class) in input pixels -> original-image pixels (to_original), clipped
+    to the image as YOLOv5's clip_boxes, without the rows whose box or score is not finite (a diverging model's).
+    """
+    h0, w0 = shape[0]
     finite = torch.isfinite(det[:, :5]).all(1)
     det = det[finite]
-    return torch.cat((clip_boxes_xyxy(det[:, :4], height, width), det[:, 4:]), 1), int((~finite).sum())
+    boxes = clip_boxes_xyxy(to_original(det[:, :4], shape, input_hw, letterbox_mode), h0, w0)
+    return torch.cat((boxes, det[:, 4:]), 1), int((~finite).sum())
+
+
+def warn_dropped(count: int) -> None:
+    """One warning for the detections detections_to_original left out of a whole run."""
+    if count:
+        LOGGER.warning(f"WARNING {count} detections with a non-finite box or score left out (a diverging model?)")
 
 
 def to_original(boxes: torch.Tensor, shape, input_hw, letterbox_mode: str) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from utils.data.augment import letterbox
 from utils.devices import select_device
 from utils.data.image_io import imread
-from utils.infer.backends import in_image, load_weights, to_original
+from utils.infer.backends import detections_to_original, load_weights
 from utils.infer.nms import non_max_suppression
 
 
@@ -65,8 +65,7 @@ class Detector:
 
     def _result(self, det, shape, input_hw) -> Detections:
         (h0, w0) = shape[0]
-        det = torch.cat((to_original(det[:, :4], shape, input_hw, self.letterbox_mode), det[:, 4:]), 1)
-        det, dropped = in_image(det, h0, w0)
+        det, dropped = detections_to_original(det, shape, input_hw, self.letterbox_mode)
         self.dropped += dropped
         classes = det[:, 5].long().numpy()
         names = [self.names[c] if 0 <= c < len(self.names) else str(c) for c in classes]

@@ -17,6 +17,7 @@ import cv2
 
 from utils.data.image_io import imread
 from utils.data.verify import IMG_FORMATS
+from utils.infer.backends import warn_dropped
 from utils.infer.detector import Detector, draw
 from utils.runs import increment_path
 
@@ -76,8 +77,7 @@ def run_predict(opts: PredictOptions) -> Path:
         run_video(detector, cv2.VideoCapture(webcam), f"webcam{webcam}", writer,
                   None if opts.nosave else save_dir / f"webcam{webcam}.mp4")
     writer.close()
-    if detector.dropped:
-        LOGGER.warning(f"WARNING {detector.dropped} detections with a non-finite box or score left out (a diverging model?)")
+    warn_dropped(detector.dropped)
     LOGGER.info(f"Results saved to {save_dir}")
     return save_dir
 

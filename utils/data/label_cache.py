@@ -110,7 +110,8 @@ def _load(path: Path, sig: str) -> VerifiedSet | None:
                 return None
             counts = dict(zip(STATUSES, z["counts"].tolist()))
             offsets = np.cumsum(np.r_[0, z["label_counts"]])
-            labels = [z["labels"][offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+            rows = z["labels"]  # read once: each z[...] access decompresses the whole array again
+            labels = [rows[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
             return VerifiedSet(z["files"].tolist(), z["shapes"], labels, counts, z["messages"].tolist(), True)
     except Exception as e:  # truncated or foreign file: never trusted
         LOGGER.warning(f"{path}: unreadable cache ({type(e).__name__}), verifying again")

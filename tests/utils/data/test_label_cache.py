@@ -112,3 +112,33 @@ def test_unwritable_cache_location_still_verifies(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="yolox5.data"):
         result = verify(files, labels, blocker / "labels.cache")
     assert len(result.files) == 3 and "cache not written" in caplog.text
+
+
+def test_cached_labels_are_read_once_and_split_per_image(tmp_path, monkeypatch):
+    # Each NpzFile[key] decompresses the whole array again; read per image, a COCO-sized cache took hours.
+    labels = [np.full((k % 4, 5), k, np.float32) for k in range(50)]
+    result = label_cache.VerifiedSet([f"{k}.jpg" for k in range(50)], np.ones((50, 2), np.int64), labels,
+                                     dict(zip(label_cache.STATUSES, [50, 0, 0, 0])), [])
+    path = tmp_path / "train.cache"
+    label_cache._save(path, result, "sig")
+    reads = []
+    real_load = np.load
+
+    class Counting:
+        def __init__(self, z):
+            self.z = z
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return self.z[key]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.z.close()
+
+    monkeypatch.setattr(label_cache.np, "load", lambda *a, **k: Counting(real_load(*a, **k)))
+    loaded = label_cache._load(path, "sig")
+    assert reads.count("labels") == 1
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.labels, labels)) and len(loaded.labels) == 50

@@ -136,8 +136,9 @@ def augment_hsv(img: np.ndarray, hgain: float, sgain: float, vgain: float,
     lut_hue = ((x * r[0]) % 180).astype(np.uint8)
     lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
     lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    lut = np.stack((lut_hue, lut_sat, lut_val), -1)[None]  # [1, 256, 3]: one table per channel, no split/merge
-    im_hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_BGR2HSV), lut)
+    # per-plane LUTs: OpenCV's 3-channel-table LUT is about twice as slow as split, 3 LUTs and merge
+    hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+    im_hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
     cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=img)
     return img
 

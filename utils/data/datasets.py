@@ -25,6 +25,7 @@ from utils.data.augment import LETTERBOX_MODES
 from utils.data.coco import CocoLabels
 from utils.data.image_io import imread
 from utils.data.label_cache import verify_dataset
+from utils.data.partner_pool import PartnerPool, RecentImages
 from utils.data.verify import IMG_FORMATS
 
 LOGGER = logging.getLogger("yolox5.data")
@@ -69,7 +70,12 @@ class LoadImagesAndLabels(Dataset):
         if letterbox_mode not in LETTERBOX_MODES:
             raise ValueError(f"letterbox_mode must be one of {LETTERBOX_MODES}, got {letterbox_mode!r}")
         self.img_size, self.stride, self.augment, self.prefix = img_size, stride, augment, prefix
+        self.batch_size = batch_size
+        self._recent = RecentImages()  # decoded images of this process's last batches: mosaic partners
         self.hyp = with_defaults(hyp)  # augmentation keys left out take utils/config.py's defaults
+        n_batches = self.hyp["partner_batches"]
+        if n_batches < 0 or n_batches != int(n_batches):
+            raise ValueError(f"hyp partner_batches must be a whole number >= 0, got {n_batches!r}")
         self.letterbox_mode, self.seed = letterbox_mode, seed
         self.rect = rect and not augment  # mosaic needs square inputs
 
@@ -197,26 +203,53 @@ class LoadImagesAndLabels(Dataset):
 
     # ---- samples ------------------------------------------------------------------------------
     def __getitem__(self, index):
-        index = int(self.indices[index])
-        rng = np.random.default_rng([self.seed, int(self._state[0]), index])
+        """One sample, read alone: a batch of one (see ``utils.data.partner_pool`` for its partners)."""
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices):
+        """The samples of one batch (torch's DataLoader calls this with a batch's indices): mosaic and
+        mixup draw their other images from this batch and the last ones (``utils.data.partner_pool``)."""
+        indices = [int(self.indices[i]) for i in indices]
+        epoch = int(self._state[0])
+        n_batches = int(self.hyp["partner_batches"])
+        mosaics = self.augment and self.mosaic_enabled and self.hyp["mosaic"] > 0
+        remember = mosaics and n_batches > 1  # partners from this process's last batches as well
+        recent = self._recent.current() if remember else self._recent.forget()
+        pool = PartnerPool(len(self), indices, self.load_image,
+                           np.random.default_rng([self.seed, epoch, len(indices), *indices]),
+                           recent=recent if mosaics and n_batches > 0 else None)  # None: no partners kept
+        samples, images = [], None
+        for k, index in enumerate(indices):
+            img, *rest = self._sample_or_replace(index, epoch, pool)
+            if images is None:  # every sample of a batch has the batch's shape (collate needs it too)
+                # one tensor for the batch: collate_fn hands it on without stacking a copy. (Made in
+                # shared memory instead, as torch's default_collate does, it measured slower here.)
+                images = torch.empty((len(indices), img.shape[2], *img.shape[:2]), dtype=torch.uint8)
+            samples.append((hwc_to_chw(img, out=images[k]), *rest))
+        if remember:
+            self._recent.keep(pool.decoded, capacity=n_batches * max(self.batch_size, len(indices)))
+        return samples
+
+    def _sample_or_replace(self, index, epoch, pool):
+        rng = np.random.default_rng([self.seed, epoch, index])
         for attempt in range(MAX_RETRIES):
             try:
-                return self._sample(index, rng)
+                return self._sample(index, rng, pool)
             except (OSError, cv2.error, ValueError) as e:
                 self._state[2] += 1
                 LOGGER.warning(f"{self.prefix}WARNING {e}; using another image instead")
                 index = int(rng.integers(len(self)))
         raise RuntimeError(f"{self.prefix}{MAX_RETRIES} images in a row failed to load; see the warnings")
 
-    def _sample(self, index, rng):
+    def _sample(self, index, rng, pool):
         hyp = self.hyp
         if self.augment and self.mosaic_enabled and rng.random() < hyp["mosaic"]:
-            img, labels = self._mosaic(index, rng)
+            img, labels = self._mosaic(index, rng, pool)
             shapes = None
             if rng.random() < hyp["mixup"]:
-                img, labels = self._mixup(img, labels, rng)
+                img, labels = self._mixup(img, labels, index, rng, pool)
         else:
-            img, (h0, w0), (h, w) = self.load_image(index)
+            img, (h0, w0), (h, w) = pool.load(index)
             shape = tuple(self.batch_shapes[self.batch[index]]) if self.rect else self.img_size
             img, ratio, pad = augment.letterbox(img, shape, mode=self.letterbox_mode, auto=False, scaleup=self.augment)
             shapes = (h0, w0), ((h / h0 * ratio[1], w / w0 * ratio[0]), pad)
@@ -234,7 +267,7 @@ class LoadImagesAndLabels(Dataset):
         h, w = img.shape[:2]
         out = np.zeros((len(labels), 6), dtype=np.float32)
         out[:, 1:] = augment.xyxy_to_cxcywh_norm(labels, w, h)
-        return hwc_to_chw(img), torch.from_numpy(out), self.im_files[index], shapes
+        return img, torch.from_numpy(out), self.im_files[index], shapes
 
     def _pixel_labels(self, index, w, h, ratio=(1.0, 1.0), pad=(0.0, 0.0)):
         """[n, 5] (cls, x1, y1, x2, y2) in pixels of the resized (and letterboxed) image."""
@@ -243,23 +276,23 @@ class LoadImagesAndLabels(Dataset):
         labels[:, [2, 4]] = labels[:, [2, 4]] * ratio[1] + pad[1]
         return labels
 
-    def _mosaic(self, index, rng):
+    def _mosaic(self, index, rng, pool):
         """Mosaic + random_perspective crop, assembling only the window the crop shows (images that do
         not show in it are not even decoded): ``augment.mosaic4_warped``."""
-        indices = [index] + rng.integers(0, len(self), 3).tolist()
+        indices = [index] + pool.draw(rng, 3, exclude=index)
         sizes = [self.loaded_hw(i) for i in indices]
         labels = [self._pixel_labels(i, w, h) for i, (h, w) in zip(indices, sizes)]
         hyp = self.hyp
-        return augment.mosaic4_warped(lambda k: self.load_image(indices[k])[0], sizes, labels, self.img_size, rng,
+        return augment.mosaic4_warped(lambda k: pool.load(indices[k])[0], sizes, labels, self.img_size, rng,
                                       degrees=hyp["degrees"], translate=hyp["translate"], scale=hyp["scale"],
                                       shear=hyp["shear"], perspective=hyp["perspective"])
 
-    def _mixup(self, img, labels, rng):
-        j = int(rng.integers(len(self)))
+    def _mixup(self, img, labels, index, rng, pool):
+        j = pool.draw(rng, 1, exclude=index)[0]
         if self.hyp["mixup_mode"] == "yolov5":  # blend with a second mosaic
-            img2, labels2 = self._mosaic(j, rng)
+            img2, labels2 = self._mosaic(j, rng, pool)
             return augment.mixup_yolov5(img, labels, img2, labels2, rng)
-        img2, _, (h, w) = self.load_image(j)  # official YOLOX: paste a scale-jittered image
+        img2, _, (h, w) = pool.load(j)  # official YOLOX: paste a scale-jittered image
         return augment.mixup_yolox(img, labels, img2, self._pixel_labels(j, w, h), rng,
                                    scale=tuple(self.hyp["mixup_scale"]), ratio=self.hyp["mixup_ratio"])
 
@@ -268,13 +301,25 @@ class LoadImagesAndLabels(Dataset):
         images, labels, paths, shapes = zip(*batch)
         for i, lb in enumerate(labels):
             lb[:, 0] = i  # image index within the batch
-        return torch.stack(images, 0), torch.cat(labels, 0), paths, shapes
+        return stack_images(images), torch.cat(labels, 0), paths, shapes
 
 
-def hwc_to_chw(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 BGR array -> contiguous 3xHxW tensor. cv2.split writing into the tensor's planes is 4x
-    faster than numpy's strided transpose copy."""
-    chw = torch.empty((img.shape[2], *img.shape[:2]), dtype=torch.uint8)
+def stack_images(images) -> torch.Tensor:
+    """[B, C, H, W] from B [C, H, W] images: the tensor they are the rows of, when they are exactly the
+    rows of one (as ``__getitems__`` writes a batch), else a stacked copy."""
+    base = images[0]._base
+    if (base is not None and base.dim() == 4 and len(base) == len(images)
+            and all(im.shape == base.shape[1:] and im.data_ptr() == base[k].data_ptr() for k, im in enumerate(images))):
+        return base
+    return torch.stack(images, 0)
+
+
+def hwc_to_chw(img: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+    """HxWxC array -> contiguous CxHxW tensor (written into out when given). cv2.split writing into the
+    tensor's planes is 4x faster than numpy's strided transpose copy."""
+    chw = torch.empty((img.shape[2], *img.shape[:2]), dtype=torch.uint8) if out is None else out
+    if tuple(chw.shape) != (img.shape[2], *img.shape[:2]):
+        raise ValueError(f"an image of shape {img.shape[:2]} in a batch of {tuple(chw.shape[1:])} images")
     cv2.split(np.ascontiguousarray(img), list(chw.numpy()))
     return chw
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models.repvgg import reparameterize_model
+
 
 @torch.no_grad()
 def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -20,8 +22,9 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 def fuse_model(model: nn.Module) -> int:
-    """Fold every (conv, bn) pair of a module with ``.conv`` and ``.bn`` attributes; returns how many."""
-    count = 0
+    """Re-parameterise every RepVGG block into one conv, then fold every (conv, bn) pair of a module with
+    ``.conv`` and ``.bn`` attributes; returns how many were folded (blocks and pairs)."""
+    count = reparameterize_model(model)
     for m in model.modules():
         if isinstance(getattr(m, "conv", None), nn.Conv2d) and isinstance(getattr(m, "bn", None), nn.BatchNorm2d):
             m.conv = fuse_conv_and_bn(m.conv, m.bn)

@@ -181,7 +181,7 @@ def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail
             kwargs["width"] = gw  # YOLOXHead's hidden channels follow width_multiple, as official YOLOX
 
     try:
-        _fill_default_activation(spec.cls, call_args, kwargs, default_act)
+        _fill_default_activation(spec.cls, call_args, kwargs, None if spec.own_act else default_act)
     except ValueError as e:
         fail(str(e), i)
     _check_signature(spec.cls, mname, call_args, kwargs, fail, i)
@@ -198,7 +198,8 @@ def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail
 
 
 def _fill_default_activation(cls, call_args, kwargs, default_act):
-    """Pass the file-wide default activation to blocks whose row does not choose one."""
+    """Pass the file-wide default activation to blocks whose row does not choose one (default_act None:
+    leave the block's own default); check a chosen one."""
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
@@ -207,7 +208,10 @@ def _fill_default_activation(cls, call_args, kwargs, default_act):
         return
     pos = list(params).index("act")
     given = call_args[pos] if pos < len(call_args) else kwargs.get("act")
-    if given is None or given is True:
+    if (given is None or given is True) and default_act is None:
+        if pos < len(call_args):  # an explicit None: the block's own default
+            call_args[pos] = params["act"].default
+    elif given is None or given is True:
         if pos < len(call_args):
             call_args[pos] = default_act
         else:

@@ -11,6 +11,7 @@ from torch import nn
 
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
 from models.heads import DetectX, YOLOXHead
+from models.repvgg import RepVGGBlock
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,14 @@ class BlockSpec:
     repeats: ``number`` is the block's internal repeat count, scaled by depth_multiple and passed
       as the third argument (C3). Otherwise ``number`` copies are stacked as written, never scaled:
       official YOLOX has exactly two 3x3 convs per head branch at every model size.
+    own_act: a row that chooses no activation gets the block's own default (RepVGG: ReLU, as EasyCV
+      hard-codes it) instead of the file-wide one.
     """
 
     cls: type
     rule: str = "conv"
     repeats: bool = False
+    own_act: bool = False
 
 
 BLOCKS: dict[str, BlockSpec] = {
@@ -42,6 +46,7 @@ BLOCKS: dict[str, BlockSpec] = {
     "C3": BlockSpec(C3, repeats=True),
     "SPP": BlockSpec(SPP),
     "SPPF": BlockSpec(SPPF),
+    "RepVGGBlock": BlockSpec(RepVGGBlock, own_act=True),
     "Concat": BlockSpec(Concat, rule="concat"),
     "DetectX": BlockSpec(DetectX, rule="detect"),
     "YOLOXHead": BlockSpec(YOLOXHead, rule="detect"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the official YOLOX references of the tests.
+# Install the reference implementations of the tests: official YOLOX (two versions) and EasyCV (YOLOX-PAI).
 # 1. yolox 0.3.0 (official 2021-2022, the box_or_center prior) into this environment. Its sdist compiles a
 #    C++ op whose setup.py imports torch, and it pins old onnx versions, hence --no-deps --no-build-isolation
 #    (what it imports at runtime comes with the project's [dev] extra).
@@ -23,4 +23,11 @@ else
   "$current/bin/python" -m pip install -q --no-deps "pixeltable-yolox==0.4.3"
   own=$("$current/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   python -c "import site; print('\n'.join(site.getsitepackages()))" > "$own/_yolox5_parent_environment.pth"
+fi
+# 3. EasyCV's YOLOX-PAI modules (pai-easycv 0.11.7) with --no-deps: its package __init__ files import mmcv and
+#    a training framework; tests/easycv_reference.py imports the module files themselves, unchanged.
+if python -c "import importlib.metadata as m, sys; sys.exit(m.version('pai-easycv') != '0.11.7')" 2>/dev/null; then
+  echo "pai-easycv 0.11.7 already installed"
+else
+  python -m pip install -q --no-deps "pai-easycv==0.11.7"
 fi

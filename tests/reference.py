@@ -44,7 +44,7 @@ def install_torchvision_stub() -> None:
     ops = types.ModuleType("torchvision.ops")
     ops.nms = ops.batched_nms = _unavailable
     tv.ops = ops
-    tv.__version__ = "0.0.0-stub"
+    tv.__version__ = "0.29.1+stub"  # a PEP 440 version, as recent as the real one: EasyCV compares it
     sys.modules["torchvision"] = tv
     sys.modules["torchvision.ops"] = ops
 

@@ -140,3 +140,42 @@ def test_fuse_reparameterizes_the_whole_model_and_keeps_its_outputs():
     after = after[0] if isinstance(after, (list, tuple)) else after
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * before.abs().max().item())
     assert fuse_model(model) == 0  # nothing left to fold
+
+
+def easycv_pai_yoloxs_key(key: str) -> str:
+    """EasyCV YOLOX (YOLOPAFPN with RepVGGYOLOX, YOLOXHead) key -> pai_yoloxs.yaml's. The neck and head
+    keep official YOLOX's names, so official YOLOX's prefix table converts them."""
+    from models.yolox_official import official_to_project
+
+    if key.startswith("backbone.backbone."):
+        return "model." + easycv_backbone_key(key[len("backbone.backbone."):])
+    return next(iter(official_to_project({key: None})))
+
+
+def test_pai_yoloxs_equals_easycv_model(easycv):
+    pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
+    heads = easycv_module("easycv.models.detection.detectors.yolox.yolo_head")
+    neck = pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX")
+    head = heads.YOLOXHead(8, model_type="s", width=0.5)
+    ref = nn.ModuleDict({"backbone": neck, "head": head})  # EasyCV's YOLOX holds them under these names
+    randomize_bn(ref, seed=4)
+    model = Model("models/pai_yoloxs.yaml", nc=8)
+    assert params(model) == params(ref)
+    model.load_state_dict({easycv_pai_yoloxs_key(k): v for k, v in ref.state_dict().items()})
+    model.eval(), ref.eval()
+    x = torch.rand(1, 3, 128, 96)
+
+    def compare():
+        expected = head(neck(x))  # EasyCV's YOLOX.forward in eval mode: decoded [B, anchors, 5 + nc]
+        ours = model(x)
+        ours = ours[0] if isinstance(ours, (list, tuple)) else ours
+        assert ours.shape == expected.shape == (1, 16 * 12 + 8 * 6 + 4 * 3, 5 + 8)
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+    compare()
+    for m in ref.modules():
+        if isinstance(m, easycv.RepVGGBlock):
+            m.switch_to_deploy()
+    reparameterize_model(model)
+    assert params(model) == params(ref) == 15_877_479  # 15,905,343 at nc=80
+    compare()

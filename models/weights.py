@@ -8,7 +8,9 @@ import logging
 
 from torch import nn
 
-from models import yolox_official
+from models import easycv, yolox_official
+from models.parser import load_yaml_dict
+from models.repvgg import reparameterize_model
 from models.yolo import Model
 from utils.checkpoints import read_checkpoint
 
@@ -16,19 +18,35 @@ LOGGER = logging.getLogger("yolox5.models")
 
 
 def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
-    """A model in eval mode from this project's checkpoint or an official YOLOX checkpoint.
+    """A model in eval mode from this project's checkpoint, an official YOLOX or an EasyCV YOLOX-PAI one.
 
     Project checkpoints carry their YAML; the EMA weights are used when present. Official YOLOX
     checkpoints (``{'model': state_dict}``) load onto ``cfg`` or, without one, onto the bundled
-    model file their shapes identify. Mismatches fail with the missing and unexpected keys and
-    the shape differences listed.
+    model file their shapes identify; EasyCV's (``{'state_dict': ...}``, training or deployed form)
+    likewise, with EasyCV's input (RGB, ImageNet mean and std: models/easycv.py). Mismatches fail
+    with the missing and unexpected keys and the shape differences listed.
     """
     ckpt = read_checkpoint(weights)
-    state = ckpt.get("ema") or ckpt.get("model")
+    state = ckpt.get("ema") or ckpt.get("model") or ckpt.get("state_dict")
     shown_names = {}
     if not isinstance(state, dict):
         raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
-    if yolox_official.is_official(state):
+    if easycv.is_easycv(state):
+        state = yolox_official.as_float_tensors(state)
+        try:
+            cfg = load_yaml_dict(cfg or easycv.infer_easycv_cfg(state))[0]
+        except ValueError as e:
+            raise ValueError(f"{weights}: {e}") from None
+        LOGGER.info(f"{weights}: EasyCV YOLOX-PAI checkpoint, building {cfg.get('yaml_file', 'its model file')} "
+                    "with EasyCV's input (RGB, ImageNet mean and std)")
+        deployed = easycv.is_deployed(state)
+        converted = easycv.easycv_to_project(state)
+        shown_names = dict(zip(converted, state))
+        state = converted
+        model = Model({**cfg, "input": easycv.EASYCV_INPUT}, nc=nc if nc is not None else _nc_of(state))
+        if deployed:  # RepVGG blocks saved folded: fold ours before loading
+            reparameterize_model(model)
+    elif yolox_official.is_official(state):
         state = yolox_official.as_float_tensors(state)
         if cfg is None:
             cfg, official_nc = yolox_official.infer_official_cfg(state)
@@ -46,7 +64,8 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         if ckpt.get("names"):
             model.names = list(ckpt["names"])
     load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
-    model.official = bool(shown_names)  # official weights expect official preprocessing (top-left letterbox)
+    # official YOLOX's and EasyCV's weights expect their preprocessing: the top-left letterbox
+    model.official = bool(shown_names)
     return model.to(device).eval()
 
 

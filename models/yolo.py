@@ -15,6 +15,7 @@ from torch import nn
 from models.common import Conv
 from models.fuse import fuse_model
 from models.heads import DetectionHead, DetectX
+from models.input_norm import input_norm_from
 from models.parser import LayerInfo, ModelConfigError, load_yaml_dict, parse_model
 
 __all__ = ["Model", "parse_model", "DetectX", "ModelConfigError"]
@@ -33,6 +34,10 @@ class Model(nn.Module):
             LOGGER.info(f"Overriding nc={self.yaml.get('nc')} of {self.yaml_source} with nc={nc}")
             self.yaml["nc"] = nc
         self.model, self.save, self.layer_infos = parse_model(self.yaml, ch=ch, source=self.yaml_source)
+        try:  # what the weights expect of a BGR 0-255 image (models/input_norm.py); None: the image as is
+            self.input_norm = input_norm_from(self.yaml.get("input"), self.yaml_source)
+        except ValueError as e:
+            raise ModelConfigError(str(e)) from None
         self.ch = ch
         heads = [m for m in self.model if isinstance(m, DetectionHead)]
         if len(heads) > 1 or (heads and self.model[-1] is not heads[0]):
@@ -62,6 +67,8 @@ class Model(nn.Module):
         return self._run(x, stop_at_detect=True)
 
     def _run(self, x, stop_at_detect: bool = False, name_errors: bool = False):
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         outputs = []  # outputs[j]: output of layer j when a later layer reads it, else None
         for m in self.model:
             if m.f != m.i - 1:

@@ -1,12 +1,11 @@
 """models/repvgg.py and models/pai_yoloxs.yaml's backbone against EasyCV's RepVGGBlock and RepVGGYOLOX
 (pai-easycv 0.11.7, tests/easycv_reference.py): same parameters, same outputs in training and eval
 mode, and the same single conv after re-parameterisation."""
-import re
-
 import pytest
 import torch
 from torch import nn
 
+from models.easycv import EASYCV_INPUT, easycv_to_project
 from models.fuse import fuse_model
 from models.repvgg import RepVGGBlock, reparameterize_model
 from models.yolo import Model
@@ -82,28 +81,14 @@ def test_yaml_rows_keep_relu_unless_they_choose(tmp_path):
     assert isinstance(Model(str(tmp_path / "m.yaml")).model[0].act, nn.SiLU)
 
 
-def easycv_backbone_key(key: str) -> str:
-    """EasyCV RepVGGYOLOX state_dict key -> pai_yoloxs.yaml's (layers 0-9)."""
-    stage, rest = re.fullmatch(r"stage(\d)\.(.*)", key).groups()
-    stage = int(stage)
-    if stage == 0:  # one block, not a Sequential
-        return f"0.{rest}"
-    block, rest = rest.split(".", 1)
-    block = int(block)
-    if stage == 4 and block == 3:  # MT_SPPF
-        return "9." + rest.replace("cv1.", "conv1.").replace("cv2.", "conv2.")
-    down = 2 * stage - 1  # layers 1, 3, 5, 7; their repeats are the next layer, a stack of copies
-    return f"{down}.{rest}" if block == 0 else f"{down + 1}.{block - 1}.{rest}"
-
-
 def test_backbone_equals_easycv_repvggyolox_s(easycv):
     ref = easycv.RepVGGYOLOX(depth=0.33, width=0.5)
     randomize_bn(ref, seed=1)
     model = Model("models/pai_yoloxs.yaml")
     backbone = model.model[:10]
     assert params(backbone) == params(ref) == 12_334_144
-    state = {easycv_backbone_key(k): v for k, v in ref.state_dict().items()}
-    backbone.load_state_dict(state)  # strict: every key maps, none is left over
+    state = easycv_to_project({"backbone.backbone." + k: v for k, v in ref.state_dict().items()})
+    backbone.load_state_dict({k[len("model."):]: v for k, v in state.items()})  # strict: every key maps
 
     def ours(x):
         outs = []
@@ -142,16 +127,6 @@ def test_fuse_reparameterizes_the_whole_model_and_keeps_its_outputs():
     assert fuse_model(model) == 0  # nothing left to fold
 
 
-def easycv_pai_yoloxs_key(key: str) -> str:
-    """EasyCV YOLOX (YOLOPAFPN with RepVGGYOLOX, YOLOXHead) key -> pai_yoloxs.yaml's. The neck and head
-    keep official YOLOX's names, so official YOLOX's prefix table converts them."""
-    from models.yolox_official import official_to_project
-
-    if key.startswith("backbone.backbone."):
-        return "model." + easycv_backbone_key(key[len("backbone.backbone."):])
-    return next(iter(official_to_project({key: None})))
-
-
 def test_pai_yoloxs_equals_easycv_model(easycv):
     pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
     heads = easycv_module("easycv.models.detection.detectors.yolox.yolo_head")
@@ -161,7 +136,7 @@ def test_pai_yoloxs_equals_easycv_model(easycv):
     randomize_bn(ref, seed=4)
     model = Model("models/pai_yoloxs.yaml", nc=8)
     assert params(model) == params(ref)
-    model.load_state_dict({easycv_pai_yoloxs_key(k): v for k, v in ref.state_dict().items()})
+    model.load_state_dict(easycv_to_project(ref.state_dict()))
     model.eval(), ref.eval()
     x = torch.rand(1, 3, 128, 96)
 
@@ -179,3 +154,46 @@ def test_pai_yoloxs_equals_easycv_model(easycv):
     reparameterize_model(model)
     assert params(model) == params(ref) == 15_877_479  # 15,905,343 at nc=80
     compare()
+
+
+def easycv_pai_yoloxs(easycv, nc=8, seed=5):
+    """EasyCV's PAI-YOLOXs (YOLOPAFPN with RepVGGYOLOX, YOLOXHead) with random BN statistics, in eval mode."""
+    pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
+    heads = easycv_module("easycv.models.detection.detectors.yolox.yolo_head")
+    ref = nn.ModuleDict({"backbone": pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX"),
+                         "head": heads.YOLOXHead(nc, model_type="s", width=0.5)})
+    randomize_bn(ref, seed=seed)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("deployed", [False, True])
+def test_load_model_takes_easycv_checkpoints_with_their_input(easycv, tmp_path, deployed):
+    from models.weights import load_model
+    from utils.infer.backends import letterbox_of
+
+    ref = easycv_pai_yoloxs(easycv)
+    if deployed:  # what EasyCV's export saves
+        for m in ref.modules():
+            if isinstance(m, easycv.RepVGGBlock):
+                m.switch_to_deploy()
+    path = tmp_path / "pai_yoloxs.pth"
+    torch.save({"state_dict": ref.state_dict(), "meta": {"config": "{}"}}, path)  # EasyCV's raw layout
+    model = load_model(path)
+    assert model.nc == 8 and model.official and letterbox_of(model) == "topleft"
+    assert deployed == all(hasattr(m, "rbr_reparam") for m in model.modules() if isinstance(m, RepVGGBlock))
+    bgr = torch.randint(0, 256, (1, 3, 96, 128)).float()  # what our loaders give: BGR 0-255
+    mean, std = torch.tensor(EASYCV_INPUT["mean"]).view(1, 3, 1, 1), torch.tensor(EASYCV_INPUT["std"]).view(1, 3, 1, 1)
+    expected = ref["head"](ref["backbone"]((bgr.flip(1) - mean) / std))  # EasyCV: RGB, normalised
+    ours = model(bgr)
+    ours = ours[0] if isinstance(ours, (list, tuple)) else ours
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_easycv_checkpoints_of_other_configs_are_named(tmp_path):
+    from models.weights import load_model
+
+    state = {"backbone.backbone.stage0.rbr_dense.conv.weight": torch.zeros(32, 3, 3, 3),
+             "backbone.asff_1.weight_level_0.conv.weight": torch.zeros(2, 512, 1, 1)}
+    torch.save({"state_dict": state}, tmp_path / "asff.pth")
+    with pytest.raises(ValueError, match=r"asff.pth: EasyCV checkpoint with ASFF \(use_att\): not supported yet"):
+        load_model(tmp_path / "asff.pth")

@@ -38,6 +38,7 @@ ADVICE = {
                               "Squeeze", "Equal", "Where", "ReduceSum", "Greater")},
 }
 FOCUS_ADVICE = "Focus's strided slices of the input: export with --focus-conv"
+INPUT_NORM_SCOPE = "/input_norm/"  # torch.onnx names nodes by module path: the model file's ``input`` step
 
 
 @dataclass
@@ -52,14 +53,16 @@ class NpuReport:
     silu_after_conv: int = 0  # of those, how many act on a Conv output
     lone_sigmoid: int = 0  # Sigmoids that are not half of a SiLU (e.g. the obj / cls outputs)
     input_slices: int = 0  # Slices of the graph input (directly or of a slice of it): Focus's space-to-depth
+    input_norm: Counter = field(default_factory=Counter)  # ops of the model's input normalisation (order, mean, std)
     params: int = 0
     file_size: int = 0
     metadata: dict = field(default_factory=dict)
 
     @property
     def outside(self) -> Counter:
-        """Op types outside NPU_SAFE_OPS, with counts."""
-        return Counter({op: n for op, n in self.op_counts.items() if op not in NPU_SAFE_OPS})
+        """Op types outside NPU_SAFE_OPS, with counts (the input normalisation apart: it has its own line)."""
+        return Counter({op: n - self.input_norm[op] for op, n in self.op_counts.items()
+                        if op not in NPU_SAFE_OPS and n > self.input_norm[op]})
 
     def text(self) -> str:
         lines = [f"NPU readiness report: {self.path.name} ({self.file_size / 1e6:.1f} MB, {self.params:,} parameters)",
@@ -73,6 +76,10 @@ class NpuReport:
         share = f" ({100 * self.conv_relu / activations:.0f}% of activations fusable)" if activations else ""
         lines.append(f"  activations: {self.conv_relu} Conv+Relu fusable, {self.silu} Sigmoid+Mul (SiLU) pairs "
                      f"({self.silu_after_conv} after a Conv, not fusable), {self.lone_sigmoid} lone Sigmoid{share}")
+        if self.input_norm:
+            ops = ", ".join(f"{op} {n}" for op, n in sorted(self.input_norm.items()))
+            lines.append(f"  input normalisation in the graph (the model file's input: order, mean, std): {ops}; "
+                         "a toolchain can take it as its own channel order and mean/std settings instead")
         if self.outside:
             lines.append("  outside the conservative 8-bit NPU op set:")
             lines += [f"    {op} x{n}" + (f": {self._advice(op)}" if self._advice(op) else "")
@@ -84,7 +91,7 @@ class NpuReport:
 
     def _advice(self, op: str) -> str:
         if op == "Slice":
-            tail = self.op_counts["Slice"] - self.input_slices
+            tail = self.op_counts["Slice"] - self.input_slices - self.input_norm["Slice"]
             return "; ".join(([f"{self.input_slices} are {FOCUS_ADVICE}"] if self.input_slices else [])
                              + ([f"{tail} in {_TAIL}"] if tail else []))
         return ADVICE.get(op, "")
@@ -117,9 +124,10 @@ def npu_report(path) -> NpuReport:
     report.outputs = [(o.name, _shape(o), _type(o)) for o in graph.output]
     report.params = sum(_numel(i.dims) for i in graph.initializer)
     _count_activations(report, nodes, {o.name for o in graph.output})
+    report.input_norm = Counter(n.op_type for n in nodes if n.name.startswith(INPUT_NORM_SCOPE))
     sliced = {name for name, _, _ in report.inputs}  # the input and slices of it (Focus: one or two Slices each)
     for n in nodes:  # graph order is topological
-        if n.op_type == "Slice" and n.input[0] in sliced:
+        if n.op_type == "Slice" and n.input[0] in sliced and not n.name.startswith(INPUT_NORM_SCOPE):
             report.input_slices += 1
             sliced.add(n.output[0])
     return report

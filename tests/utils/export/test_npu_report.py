@@ -31,3 +31,27 @@ def test_report_counts_known_ops(tmp_path):
     text = r.text()
     assert "1 Conv+Relu fusable, 1 Sigmoid+Mul (SiLU) pairs (1 after a Conv, not fusable), 1 lone Sigmoid" in text
     assert "ops (10 nodes): Conv 3, Relu 2, Sigmoid 2, Add 1, MaxPool 1, Mul 1" in text
+
+
+class Normed(nn.Module):
+    """The model file's ``input`` step (BGR -> RGB, mean, std), then a Conv-Relu."""
+
+    def __init__(self):
+        super().__init__()
+        from models.input_norm import InputNorm
+
+        self.input_norm = InputNorm("rgb", (1.0, 2.0, 3.0), (4.0, 5.0, 6.0))  # the attribute name Model uses
+        self.c1 = nn.Conv2d(3, 4, 3, 1, 1)
+
+    def forward(self, x):
+        return torch.relu(self.c1(self.input_norm(x)))
+
+
+def test_input_normalisation_has_its_own_line_not_focus_or_the_decoding_tail(tmp_path):
+    f = export_onnx(Normed().eval(), torch.rand(1, 3, 16, 16), tmp_path / "n.onnx", opset=12, output_names=["out"])
+    r = npu_report(f)
+    assert dict(r.input_norm) == {"Slice": 1, "Sub": 1, "Div": 1} and r.input_slices == 0
+    assert r.outside == {} and r.conv_relu == 1
+    text = r.text()
+    assert "input normalisation in the graph (the model file's input: order, mean, std): Div 1, Slice 1, Sub 1" in text
+    assert "Focus" not in text and "outside the conservative 8-bit NPU op set: none" in text

@@ -27,10 +27,8 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     with the missing and unexpected keys and the shape differences listed.
     """
     ckpt = read_checkpoint(weights)
-    state = ckpt.get("ema") or ckpt.get("model") or ckpt.get("state_dict")
+    state = _state_of(ckpt, weights)
     shown_names = {}
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
     if easycv.is_easycv(state):
         state = yolox_official.as_float_tensors(state)
         try:
@@ -69,6 +67,15 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     return model.to(device).eval()
 
 
+def _state_of(ckpt: dict, weights) -> dict:
+    """The state_dict of a checkpoint: this project's EMA or model weights, official YOLOX's 'model',
+    EasyCV's 'state_dict'."""
+    state = ckpt.get("ema") or ckpt.get("model") or ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
+    return state
+
+
 def _nc_of(state: dict) -> int | None:
     """Classes of a state_dict, from the first cls prediction conv of its DetectX layer."""
     for key, value in state.items():
@@ -105,10 +112,10 @@ def load_pretrained(model: Model, weights, log=LOGGER) -> None:
     Weights load by name; when only the class predictions differ in shape (another nc), those are
     left freshly initialised, with a message. Any other mismatch is an error listing the keys.
     """
-    ckpt = read_checkpoint(weights)
-    state = ckpt.get("ema") or ckpt.get("model")
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: no 'model' state_dict in the checkpoint (keys: {sorted(ckpt)})")
+    state = _state_of(read_checkpoint(weights), weights)
+    if easycv.is_easycv(state):  # its weights expect RGB, normalised input: a training start must carry that
+        raise ValueError(f"{weights}: an EasyCV YOLOX-PAI checkpoint: training from it is not supported yet "
+                         "(val.py, detect.py and export.py take it)")
     if yolox_official.is_official(state):
         state = yolox_official.official_to_project(yolox_official.as_float_tensors(state))
     own = model.state_dict()

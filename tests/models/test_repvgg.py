@@ -197,3 +197,12 @@ def test_easycv_checkpoints_of_other_configs_are_named(tmp_path):
     torch.save({"state_dict": state}, tmp_path / "asff.pth")
     with pytest.raises(ValueError, match=r"asff.pth: EasyCV checkpoint with ASFF \(use_att\): not supported yet"):
         load_model(tmp_path / "asff.pth")
+
+
+def test_training_from_an_easycv_checkpoint_is_refused_clearly(tmp_path):
+    from models.weights import load_pretrained
+
+    torch.save({"state_dict": {"backbone.backbone.stage0.rbr_dense.conv.weight": torch.zeros(32, 3, 3, 3)}},
+               tmp_path / "pai.pth")
+    with pytest.raises(ValueError, match="pai.pth: an EasyCV YOLOX-PAI checkpoint: training from it is not supported"):
+        load_pretrained(Model("models/pai_yoloxs.yaml", nc=8), tmp_path / "pai.pth")

@@ -41,33 +41,6 @@ def paired_iou_cxcywh(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(area_i / (area_a + area_b - area_i), nan=0.0)
 
 
-def iou_cxcywh(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-16) -> torch.Tensor:
-    """Elementwise IoU of matching rows [..., 4] cxcywh; official IOUloss arithmetic (eps 1e-16)."""
-    tl = torch.max(pred[..., :2] - pred[..., 2:] / 2, target[..., :2] - target[..., 2:] / 2)
-    br = torch.min(pred[..., :2] + pred[..., 2:] / 2, target[..., :2] + target[..., 2:] / 2)
-    area_p = pred[..., 2] * pred[..., 3]
-    area_g = target[..., 2] * target[..., 3]
-    overlap = (tl < br).to(tl.dtype).prod(dim=-1)
-    area_i = (br - tl).prod(dim=-1) * overlap
-    return area_i / (area_p + area_g - area_i + eps)
-
-
-def giou_cxcywh(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-16) -> torch.Tensor:
-    """Elementwise generalised IoU of matching rows [..., 4] cxcywh, clamped to [-1, 1] as official."""
-    iou = iou_cxcywh(pred, target, eps)
-    c_tl = torch.min(pred[..., :2] - pred[..., 2:] / 2, target[..., :2] - target[..., 2:] / 2)
-    c_br = torch.max(pred[..., :2] + pred[..., 2:] / 2, target[..., :2] + target[..., 2:] / 2)
-    area_c = (c_br - c_tl).prod(dim=-1)
-    area_p = pred[..., 2] * pred[..., 3]
-    area_g = target[..., 2] * target[..., 3]
-    tl = torch.max(pred[..., :2] - pred[..., 2:] / 2, target[..., :2] - target[..., 2:] / 2)
-    br = torch.min(pred[..., :2] + pred[..., 2:] / 2, target[..., :2] + target[..., 2:] / 2)
-    area_i = (br - tl).prod(dim=-1) * (tl < br).to(tl.dtype).prod(dim=-1)
-    area_u = area_p + area_g - area_i
-    giou = iou - (area_c - area_u) / area_c.clamp(eps)
-    return giou.clamp(min=-1.0, max=1.0)
-
-
 def box_iou_xyxy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of every box in a [N, 4] with every box in b [M, 4], xyxy -> [N, M].
 

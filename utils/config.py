@@ -80,8 +80,9 @@ HYPS: dict[str, Hyp] = {
     # loss and assignment
     "simota_prior": Hyp("center", "assign", "SimOTA candidates: center (official YOLOX today) or box_or_center "
                         "(official 2021-2022, yolox 0.3.0)", ("center", "box_or_center"), warn_missing=False),
-    "iou_loss": Hyp("iou", "loss", "box loss: iou (1 - IoU^2, official YOLOX) or giou", ("iou", "giou"),
-                    warn_missing=False),
+    "iou_loss": Hyp("iou", "loss", "box loss (utils/loss/box_losses.py): iou (1 - IoU^2, official YOLOX), giou "
+                    "(official), siou, diou, ciou, eiou (as EasyCV), easycv_giou (EasyCV's variant, to reproduce it)",
+                    ("iou", "giou", "siou", "diou", "ciou", "eiou", "easycv_giou"), warn_missing=False),
     # YOLOv5 keys that YOLOv5 hyp files carry: accepted so those files load, read by nothing here
     "box": Hyp(0.05, "yolov5", "YOLOv5 box loss gain (unused)", warn_missing=False),
     "cls": Hyp(0.5, "yolov5", "YOLOv5 class loss gain (unused)", warn_missing=False),

@@ -1,9 +1,15 @@
-"""utils/boxes.py: every IoU variant and conversion against boxes computed by hand."""
+"""utils/boxes.py (and the matched-row IoU and GIoU of utils/loss/box_losses.py): every IoU variant and
+conversion against boxes computed by hand."""
 import pytest
 import torch
 
-from utils.boxes import (box_area, box_iou_xyxy, cxcywh_to_xyxy, giou_cxcywh, iou_cxcywh, paired_iou_cxcywh,
-                         pairwise_iou_cxcywh, xyxy_to_cxcywh, xyxy_to_xywh)
+from utils.boxes import (box_area, box_iou_xyxy, cxcywh_to_xyxy, paired_iou_cxcywh, pairwise_iou_cxcywh,
+                         xyxy_to_cxcywh, xyxy_to_xywh)
+from utils.loss.box_losses import giou_loss, iou_cxcywh
+
+
+def giou_cxcywh(a, b):
+    return 1 - giou_loss(a, b)
 
 # cxcywh boxes and, by hand, their IoU and GIoU with A = (5, 5, 10, 10), i.e. corners (0, 0)-(10, 10):
 A = [5.0, 5.0, 10.0, 10.0]
@@ -41,7 +47,7 @@ def test_pairwise_is_paired_on_every_pair():
 def test_empty_boxes_give_zero_not_nan():
     empty = torch.tensor([[5.0, 5.0, 0.0, 0.0]])
     assert pairwise_iou_cxcywh(empty, empty).item() == 0.0
-    assert iou_cxcywh(empty, empty).item() == 0.0  # eps in the denominator
+    assert iou_cxcywh(empty, empty).item() == 0.0  # eps in the denominator (official's arithmetic)
     assert giou_cxcywh(torch.tensor([A]), empty).isfinite().all()
     assert box_iou_xyxy(torch.zeros(1, 4), torch.zeros(1, 4)).item() == 0.0
 

@@ -73,4 +73,4 @@ def test_allowed_values_are_the_ones_the_readers_accept():
         LRSchedule("step", 10, 0.1)
     check_value("iou_loss", "giou")
     with pytest.raises(ValueError, match="'iou_loss' must be one of"):
-        check_value("iou_loss", "ciou")
+        check_value("iou_loss", "wiou")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from utils.boxes import giou_cxcywh, iou_cxcywh
 from utils.config import with_defaults
+from utils.loss.box_losses import BOX_LOSSES
 from utils.grid import GridCache
 from utils.loss.simota import Assignment
 from utils.loss.simota_sparse import simota_assign
@@ -92,9 +92,7 @@ class ComputeXLoss:
         num_fg = fg.sum().clamp(min=1).float()
         rows = assignment.matched_row[fg]  # [F], matched GT per foreground anchor, in anchor order
         reg_target = gt_boxes[rows]
-        box_iou = (iou_cxcywh(p.boxes[fg], reg_target) if self.iou_loss == "iou"
-                   else giou_cxcywh(p.boxes[fg], reg_target))
-        loss_iou = ((1 - box_iou ** 2) if self.iou_loss == "iou" else (1 - box_iou)).sum() / num_fg
+        loss_iou = BOX_LOSSES[self.iou_loss](p.boxes[fg], reg_target).sum() / num_fg
         loss_obj = F.binary_cross_entropy_with_logits(p.obj, fg.float(), reduction="sum") / num_fg
         cls_target = F.one_hot(assignment.matched_class[fg], self.nc).float() * assignment.matched_iou[fg][:, None]
         loss_cls = F.binary_cross_entropy_with_logits(p.cls[fg], cls_target, reduction="sum") / num_fg

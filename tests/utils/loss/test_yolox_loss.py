@@ -164,7 +164,7 @@ def test_loss_items_and_interface():
     with pytest.raises(ValueError, match=r"'simota_prior' must be one of \('center', 'box_or_center'\)"):
         ComputeXLoss(model, {"simota_prior": "centre"})
     with pytest.raises(ValueError, match="'iou_loss' must be one of"):
-        ComputeXLoss(model, {"iou_loss": "ciou"})
+        ComputeXLoss(model, {"iou_loss": "wiou"})
     with pytest.raises(ValueError, match="classes outside"):
         loss_fn(preds, torch.tensor([[0, 9, 0.5, 0.5, 0.1, 0.1]]))
 

@@ -20,9 +20,11 @@ from models.yolox_official import official_to_project
 EASYCV_INPUT = {"order": "rgb", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 _BACKBONE = "backbone.backbone."
 _STAGE0 = _BACKBONE + "stage0."
-# Parts of other YOLOX-PAI configs, told apart by their keys; their model files come with issue 16.
-_NOT_YET = {"ASFF (use_att)": re.compile(r"^backbone\.asff_"), "TOOD head": re.compile(r"^head\.tood|\.inter_convs\."),
-            "GSConv neck": re.compile(r"\.gsconv|GSConv", re.I), "CSPDarknet backbone": re.compile(r"^backbone\.backbone\.stem\.")}
+# Parts of the other YOLOX-PAI configs, by their attribute names in EasyCV's YOLOPAFPN and TOODHead;
+# their model files come with issue 16.
+_NOT_YET = {"ASFF (use_att)": re.compile(r"^backbone\.asff_\d\."),
+            "GSConv neck": re.compile(r"^backbone\.(gsconv|vovGSCSP)\d\."),
+            "TOOD head": re.compile(r"^head\.(inter_convs|cls_decomps|reg_decomps)\.")}
 
 
 def is_easycv(state_dict: dict) -> bool:

@@ -42,6 +42,6 @@ def input_norm_from(spec, source: str) -> InputNorm | None:
     if not isinstance(spec, dict) or set(spec) - {"order", "mean", "std"}:
         raise ValueError(f"{source}: 'input' must be a mapping of order, mean and std, got {spec!r}")
     try:
-        return InputNorm(spec.get("order", "bgr"), spec.get("mean", (0.0, 0.0, 0.0)), spec.get("std", (1.0, 1.0, 1.0)))
+        return InputNorm(**spec)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{source}: 'input': {e}") from None

@@ -127,21 +127,26 @@ def test_fuse_reparameterizes_the_whole_model_and_keeps_its_outputs():
     assert fuse_model(model) == 0  # nothing left to fold
 
 
-def test_pai_yoloxs_equals_easycv_model(easycv):
+def easycv_pai_yoloxs(easycv, nc=8, seed=5):
+    """EasyCV's PAI-YOLOXs (YOLOPAFPN with RepVGGYOLOX, YOLOXHead) with random BN statistics, in eval mode."""
     pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
     heads = easycv_module("easycv.models.detection.detectors.yolox.yolo_head")
-    neck = pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX")
-    head = heads.YOLOXHead(8, model_type="s", width=0.5)
-    ref = nn.ModuleDict({"backbone": neck, "head": head})  # EasyCV's YOLOX holds them under these names
-    randomize_bn(ref, seed=4)
+    ref = nn.ModuleDict({"backbone": pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX"),  # EasyCV's YOLOX
+                         "head": heads.YOLOXHead(nc, model_type="s", width=0.5)})          # holds these names
+    randomize_bn(ref, seed=seed)
+    return ref.eval()
+
+
+def test_pai_yoloxs_equals_easycv_model(easycv):
+    ref = easycv_pai_yoloxs(easycv, seed=4)
     model = Model("models/pai_yoloxs.yaml", nc=8)
     assert params(model) == params(ref)
     model.load_state_dict(easycv_to_project(ref.state_dict()))
-    model.eval(), ref.eval()
+    model.eval()
     x = torch.rand(1, 3, 128, 96)
 
     def compare():
-        expected = head(neck(x))  # EasyCV's YOLOX.forward in eval mode: decoded [B, anchors, 5 + nc]
+        expected = ref["head"](ref["backbone"](x))  # EasyCV's YOLOX.forward in eval mode: decoded [B, anchors, 5 + nc]
         ours = model(x)
         ours = ours[0] if isinstance(ours, (list, tuple)) else ours
         assert ours.shape == expected.shape == (1, 16 * 12 + 8 * 6 + 4 * 3, 5 + 8)
@@ -154,16 +159,6 @@ def test_pai_yoloxs_equals_easycv_model(easycv):
     reparameterize_model(model)
     assert params(model) == params(ref) == 15_877_479  # 15,905,343 at nc=80
     compare()
-
-
-def easycv_pai_yoloxs(easycv, nc=8, seed=5):
-    """EasyCV's PAI-YOLOXs (YOLOPAFPN with RepVGGYOLOX, YOLOXHead) with random BN statistics, in eval mode."""
-    pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
-    heads = easycv_module("easycv.models.detection.detectors.yolox.yolo_head")
-    ref = nn.ModuleDict({"backbone": pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX"),
-                         "head": heads.YOLOXHead(nc, model_type="s", width=0.5)})
-    randomize_bn(ref, seed=seed)
-    return ref.eval()
 
 
 @pytest.mark.parametrize("deployed", [False, True])
@@ -189,14 +184,19 @@ def test_load_model_takes_easycv_checkpoints_with_their_input(easycv, tmp_path, 
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
-def test_easycv_checkpoints_of_other_configs_are_named(tmp_path):
+@pytest.mark.parametrize("key, part", [
+    ("backbone.asff_1.weight_level_0.conv.weight", r"ASFF \(use_att\)"),
+    ("backbone.gsconv1.cv1.conv.weight", "GSConv neck"),
+    ("backbone.vovGSCSP1.cv1.conv.weight", "GSConv neck"),
+    ("head.inter_convs.0.conv.weight", "TOOD head"),
+])
+def test_easycv_checkpoints_of_other_configs_are_named(tmp_path, key, part):
     from models.weights import load_model
 
-    state = {"backbone.backbone.stage0.rbr_dense.conv.weight": torch.zeros(32, 3, 3, 3),
-             "backbone.asff_1.weight_level_0.conv.weight": torch.zeros(2, 512, 1, 1)}
-    torch.save({"state_dict": state}, tmp_path / "asff.pth")
-    with pytest.raises(ValueError, match=r"asff.pth: EasyCV checkpoint with ASFF \(use_att\): not supported yet"):
-        load_model(tmp_path / "asff.pth")
+    state = {"backbone.backbone.stage0.rbr_dense.conv.weight": torch.zeros(32, 3, 3, 3), key: torch.zeros(2, 2, 1, 1)}
+    torch.save({"state_dict": state}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=f"other.pth: EasyCV checkpoint with {part}: not supported yet"):
+        load_model(tmp_path / "other.pth")
 
 
 def test_training_from_an_easycv_checkpoint_is_refused_clearly(tmp_path):

@@ -3,8 +3,8 @@
 ``imread(path)`` returns what ``cv2.imread(path, cv2.IMREAD_COLOR)`` returns (HxWx3 uint8 BGR, EXIF
 orientation applied, None when the file cannot be decoded). Both decoders are libjpeg-turbo with the
 same (accurate) IDCT, so the pixels are identical; simplejpeg skips OpenCV's per-call overhead and
-decodes a 640x480 JPEG in about half the time (1.0 against 2.0 ms for the demo's images). Decoding
-is the loader's largest single cost (``utils.data.partner_pool`` decodes each image once).
+decodes a 640x480 JPEG in about half the time (1.15 against 2.24 ms for the demo's images). Decoding
+is the loader's largest single cost (with hyp partner_batches, ``utils.data.partner_pool`` decodes each image once).
 
 Anything simplejpeg cannot take bit-exactly goes to OpenCV: other formats, EXIF orientations other
 than 1 (simplejpeg ignores EXIF), CMYK, and damaged files (``strict=True`` makes simplejpeg raise on

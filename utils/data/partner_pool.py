@@ -82,15 +82,18 @@ class PartnerPool:
         self.n, self._load, self.uniform = n_images, load, recent is None
         self.decoded: dict[int, tuple] = {}  # decoded for this batch (images reused from recent are not)
         self._recent = {} if recent is None else dict(recent)
-        members = list(dict.fromkeys([int(i) for i in batch] + list(self._recent)))  # unique, order kept
-        if not self.uniform:
-            taken = set(members)
-            while len(members) < min(MIN_POOL, n_images):
-                i = int(rng.integers(n_images))
-                if i not in taken:
-                    taken.add(i)
-                    members.append(i)
-        self.members = members
+        self.members = [] if self.uniform else self._members(batch, rng)
+
+    def _members(self, batch, rng) -> list[int]:
+        """The batch's images, then the recent ones, topped up at random to MIN_POOL; unique, in order."""
+        members = list(dict.fromkeys([int(i) for i in batch] + list(self._recent)))
+        taken = set(members)
+        while len(members) < min(MIN_POOL, self.n):
+            i = int(rng.integers(self.n))
+            if i not in taken:
+                taken.add(i)
+                members.append(i)
+        return members
 
     def draw(self, rng: np.random.Generator, k: int, exclude: int) -> list[int]:
         """k partner indices for the sample whose first image is ``exclude`` (never drawn while the pool

@@ -30,11 +30,12 @@ def autopad(k: int, p: int | None = None, d: int = 1) -> int:
 
 
 class Conv(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> activation; official YOLOX's BaseConv."""
+    """Conv2d -> BatchNorm2d -> activation; official YOLOX's BaseConv. The conv has no bias unless
+    ``bias`` (EasyCV's GSConv builds its convs with one)."""
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=None, d=1):
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=None, d=1, *, bias=False):
         super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), dilation=d, groups=g, bias=False)
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), dilation=d, groups=g, bias=bias)
         self.bn = nn.BatchNorm2d(c2, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.act = make_activation(act)
 

@@ -87,7 +87,7 @@ def parse_model(cfg: dict, ch: int = 3, source: str = "<dict>"):
 
         n_used = max(round(n * gd), 1) if spec.repeats else n
         module, c2, shown_args = _build(spec, mname, args, kwargs, in_ch, n_used, gw, default_act, fail, i)
-        # single-input blocks take a tensor, Concat and detect layers a list
+        # single-input blocks take a tensor, Concat, multi-level (ASFF) and detect layers a list
         module.i, module.f = i, (sources[0] if spec.rule in ("conv", "same") else sources)
         module.type = mname
         nparams = sum(p.numel() for p in module.parameters())
@@ -171,6 +171,8 @@ def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail
             c2 = in_ch[0]
         else:
             fail(f"Concat along dimension {dim} needs equal channels, got {in_ch}", i)
+    elif spec.rule == "levels":
+        call_args, c2 = [in_ch, *args], None  # output channels: the module's c2, known once built
     elif spec.rule == "same":
         if len(in_ch) != 1:
             fail(f"{mname} reads one layer, got from with {len(in_ch)} layers", i)
@@ -194,6 +196,8 @@ def _build(spec: BlockSpec, mname, args, kwargs, in_ch, n, gw, default_act, fail
             module = spec.cls(*call_args, **kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
         fail(f"{mname}{_show(args, kwargs)}: {e}", i)
+    if spec.rule == "levels":
+        c2 = module.c2
     return module, c2, shown
 
 

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from models.asff import ASFF
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
-from models.heads import DetectX, YOLOXHead
+from models.gsconv import GSBottleneck, GSConv, VoVGSCSP
+from models.heads import DetectX, TOODHead, YOLOXHead
 from models.repvgg import RepVGGBlock
 
 
@@ -23,6 +25,8 @@ class BlockSpec:
                 as the first argument.
       "concat"  output channels = sum of the inputs' channels (or equal channels for dim != 1).
       "same"    output channels = input channels (upsample, pooling, identity); args as written.
+      "levels"  reads several layers (pyramid levels); the list of their channel counts is inserted as
+                the first argument and the block says its output channels as ``c2`` (ASFF).
       "detect"  the list of input channel counts is appended to args; no output channels.
     repeats: ``number`` is the block's internal repeat count, scaled by depth_multiple and passed
       as the third argument (C3). Otherwise ``number`` copies are stacked as written, never scaled:
@@ -47,9 +51,14 @@ BLOCKS: dict[str, BlockSpec] = {
     "SPP": BlockSpec(SPP),
     "SPPF": BlockSpec(SPPF),
     "RepVGGBlock": BlockSpec(RepVGGBlock, own_act=True),
+    "GSConv": BlockSpec(GSConv),
+    "GSBottleneck": BlockSpec(GSBottleneck),
+    "VoVGSCSP": BlockSpec(VoVGSCSP, repeats=True),
+    "ASFF": BlockSpec(ASFF, rule="levels"),
     "Concat": BlockSpec(Concat, rule="concat"),
     "DetectX": BlockSpec(DetectX, rule="detect"),
     "YOLOXHead": BlockSpec(YOLOXHead, rule="detect"),
+    "TOODHead": BlockSpec(TOODHead, rule="detect"),
     "nn.Upsample": BlockSpec(nn.Upsample, rule="same"),
     "nn.MaxPool2d": BlockSpec(nn.MaxPool2d, rule="same"),
     "nn.Identity": BlockSpec(nn.Identity, rule="same"),

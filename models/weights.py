@@ -32,13 +32,14 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     if easycv.is_easycv(state):
         state = yolox_official.as_float_tensors(state)
         try:
-            cfg = load_yaml_dict(cfg or easycv.infer_easycv_cfg(state))[0]
+            layout = easycv.easycv_layout(state)
         except ValueError as e:
             raise ValueError(f"{weights}: {e}") from None
+        cfg = load_yaml_dict(cfg or layout.file)[0]
         LOGGER.info(f"{weights}: EasyCV YOLOX-PAI checkpoint, building {cfg.get('yaml_file', 'its model file')} "
                     "with EasyCV's input (RGB, ImageNet mean and std)")
         deployed = easycv.is_deployed(state)
-        converted = easycv.easycv_to_project(state)
+        converted = easycv.easycv_to_project(state, layout)
         shown_names = dict(zip(converted, state))
         state = converted
         model = Model({**cfg, "input": easycv.EASYCV_INPUT}, nc=nc if nc is not None else _nc_of(state))

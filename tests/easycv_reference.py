@@ -15,6 +15,9 @@ import sys
 import types
 from pathlib import Path
 
+import torch
+from torch import nn
+
 EASYCV_VERSION = "0.11.7"
 
 
@@ -48,6 +51,52 @@ def easycv_module(name: str) -> types.ModuleType:
     return importlib.import_module(name)
 
 
+# EasyCV's YOLOPAFPN and head arguments of each YOLOX-PAI config with a bundled model file (at s)
+PAI_CONFIGS = {
+    "pai_yoloxs": ({}, "YOLOXHead"),
+    "pai_yoloxs_asff": ({"use_att": "ASFF"}, "YOLOXHead"),
+    "pai_yoloxs_asff_sim": ({"use_att": "ASFF_sim"}, "YOLOXHead"),
+    "pai_yoloxs_asff_tood3": ({"use_att": "ASFF"}, "TOODHead"),
+    "pai_yoloxs_gsconv": ({"neck_type": "gsconv", "neck_mode": "all"}, "YOLOXHead"),
+}
+
+
+def easycv_pai_model(name: str, nc: int = 8, seed: int = 0) -> nn.ModuleDict:
+    """EasyCV's model of one config (YOLOPAFPN with RepVGGYOLOX under 'backbone', the head under 'head',
+    the names EasyCV's YOLOX detector holds them by) with random norm statistics, in eval mode."""
+    neck_args, head = PAI_CONFIGS[name]
+    pafpn = easycv_module("easycv.models.detection.detectors.yolox.yolo_pafpn")
+    if head == "TOODHead":
+        head_cls = easycv_module("easycv.models.detection.detectors.yolox.tood_head").TOODHead
+    else:
+        head_cls = easycv_module("easycv.models.detection.detectors.yolox.yolo_head").YOLOXHead
+    ref = nn.ModuleDict({"backbone": pafpn.YOLOPAFPN(0.33, 0.5, backbone="RepVGGYOLOX", **neck_args),
+                         "head": head_cls(nc, model_type="s")})
+    randomize_norms(ref, seed=seed)
+    return ref.eval()
+
+
+def easycv_forward(ref: nn.ModuleDict, x):
+    """EasyCV's YOLOX.forward in eval mode: decoded [B, anchors, 5 + nc]."""
+    return ref["head"](ref["backbone"](x))
+
+
+def randomize_norms(module: nn.Module, seed: int = 0) -> None:
+    """Random BN statistics and affine values (EasyCV YOLOX's eps 1e-3 / momentum 0.03, which its
+    detector sets on every BatchNorm2d as official YOLOX does) and random GroupNorm affine values."""
+    g = torch.Generator().manual_seed(seed)
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            n = norm.num_features
+            norm.eps, norm.momentum = 1e-3, 0.03
+            norm.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            norm.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
+            n = norm.weight.numel()
+            norm.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            norm.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
 class _Registry:
     """Stand-in for EasyCV's mmcv-based registries: register_module() only records the class."""
 
@@ -65,6 +114,47 @@ class _Registry:
         return record(module) if module is not None else record
 
 
+class ConvModule(nn.Sequential):
+    """Stand-in for mmcv's ConvModule as the TOOD head builds it (checked against mmcv-lite 2.2.0's:
+    same submodule names, parameters and outputs): conv, then the norm named by its type (``gn`` for
+    GroupNorm, ``bn`` for BatchNorm), then ``activate`` (ReLU unless act_cfg is None); the conv has a
+    bias only without a norm when bias is 'auto'."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias="auto", conv_cfg=None, norm_cfg=None, act_cfg=dict(type="ReLU"), inplace=True):
+        super().__init__()
+        if conv_cfg is not None:
+            raise NotImplementedError("stub from tests/easycv_reference.py: conv_cfg")
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                              bias=norm_cfg is None if bias == "auto" else bias)
+        self.norm_name = None
+        if norm_cfg is not None:
+            kind = norm_cfg["type"]
+            if kind == "GN":
+                self.norm_name = "gn"
+                self.gn = nn.GroupNorm(norm_cfg["num_groups"], out_channels)
+            elif kind == "BN":
+                self.norm_name = "bn"
+                self.bn = nn.BatchNorm2d(out_channels)
+            else:
+                raise NotImplementedError(f"stub from tests/easycv_reference.py: norm {kind}")
+        if act_cfg is not None:
+            if act_cfg["type"] != "ReLU":
+                raise NotImplementedError(f"stub from tests/easycv_reference.py: activation {act_cfg['type']}")
+            self.activate = nn.ReLU(inplace=inplace)
+
+    @property
+    def norm(self):
+        return getattr(self, self.norm_name)
+
+
+def normal_init(module, mean=0.0, std=1.0, bias=0.0):
+    """mmcv's normal_init: normal weights, constant bias."""
+    nn.init.normal_(module.weight, mean, std)
+    if getattr(module, "bias", None) is not None:
+        nn.init.constant_(module.bias, bias)
+
+
 def _stub(name: str, **attrs) -> types.ModuleType:
     module = sys.modules.get(name) or types.ModuleType(name)
     module.__dict__.update(attrs)
@@ -74,7 +164,7 @@ def _stub(name: str, **attrs) -> types.ModuleType:
 
 def _install_framework_stubs() -> None:
     """What the YOLOX-PAI module files import but building and running the networks does not use:
-    mmcv (its jit decorator), EasyCV's registries and builders (registration only), torchvision's
+    mmcv (its jit decorator; ConvModule and normal_init for the TOOD head, stand-ins below), EasyCV's registries and builders (registration only), torchvision's
     box ops (NMS at inference, not in the network). The detection utilities and the loss package
     get the names those files import from their own module files."""
     if "easycv.models.registry" in sys.modules and hasattr(sys.modules["easycv.models.registry"], "BACKBONES"):
@@ -87,6 +177,7 @@ def _install_framework_stubs() -> None:
     install_torchvision_stub()
     _stub("torchvision.ops.boxes", box_area=unavailable, nms=unavailable)
     _stub("mmcv", jit=lambda **kwargs: (lambda fn: fn))
+    _stub("mmcv.cnn", ConvModule=ConvModule, normal_init=normal_init)
     registries = {n: _Registry(n) for n in ("BACKBONES", "NECKS", "HEADS", "LOSSES", "MODELS", "ATTENTION",
                                             "FEEDFORWARD_NETWORK", "POSITIONAL_ENCODING", "TRANSFORMER")}
     _stub("easycv.models.registry", **registries)

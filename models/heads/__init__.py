@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 from models.heads.base import BoxDecoder, DetectionHead
+from models.heads.tood import TOODHead
 from models.heads.yolox import DetectX, YOLOXDecoder, YOLOXHead
 
 DECODERS: dict[str, type[BoxDecoder]] = {YOLOXDecoder.name: YOLOXDecoder}
 DEFAULT_DECODER = YOLOXDecoder.name  # files exported before decoders were named hold YOLOX outputs
 
-__all__ = ["BoxDecoder", "DetectionHead", "DetectX", "YOLOXHead", "DECODERS", "decoder_metadata", "decoder_from_meta"]
+__all__ = ["BoxDecoder", "DetectionHead", "DetectX", "YOLOXHead", "TOODHead", "DECODERS", "decoder_metadata", "decoder_from_meta"]
 
 
 def decoder_metadata(decoder: BoxDecoder) -> dict:

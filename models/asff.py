@@ -67,8 +67,8 @@ class ASFF(nn.Module):
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         resized = [self._resize(x, i) for i, x in enumerate(xs[::-1])]  # coarsest first, as EasyCV
         logits = torch.cat([getattr(self, f"weight_level_{i}")(r) for i, r in enumerate(resized)], 1)
-        weights = F.softmax(self.weight_levels(logits), dim=1)  # [B, levels, H, W]
-        fused = sum(r * weights[:, i:i + 1] for i, r in enumerate(resized))
+        weights = F.softmax(self.weight_levels(logits), dim=1).split(1, 1)  # levels x [B, 1, H, W]: one Split op
+        fused = sum(r * w for r, w in zip(resized, weights))
         return self.expand(fused)
 
     def _resize(self, x: torch.Tensor, i: int) -> torch.Tensor:
@@ -100,4 +100,4 @@ def space_to_depth(x: torch.Tensor) -> torch.Tensor:
 
 def mean_channel_pairs(x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> [B, C/2, H, W]: the mean of channels 2k and 2k + 1."""
-    return (x[:, ::2] + x[:, 1::2]) / 2
+    return (x[:, ::2] + x[:, 1::2]) * 0.5  # = / 2 exactly; a Mul, as every other scaling in the graph

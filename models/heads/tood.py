@@ -58,8 +58,8 @@ class TaskDecomposition(nn.Module):
         self.reduction_conv = ConvGN(c_all, c, 1, groups, act)
 
     def forward(self, feats: list[torch.Tensor], avg: torch.Tensor) -> torch.Tensor:
-        w = self.layer_attention(avg)  # [B, S, 1, 1]
-        return self.reduction_conv(torch.cat([x * w[:, k:k + 1] for k, x in enumerate(feats)], 1))
+        w = self.layer_attention(avg).split(1, 1)  # S x [B, 1, 1, 1]: one Split op
+        return self.reduction_conv(torch.cat([x * wk for x, wk in zip(feats, w)], 1))
 
 
 class TOODHead(YOLOXHead):

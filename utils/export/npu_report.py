@@ -38,6 +38,15 @@ ADVICE = {
                               "Squeeze", "Equal", "Where", "ReduceSum", "Greater")},
 }
 FOCUS_ADVICE = "Focus's strided slices of the input: export with --focus-conv"
+BODY_ADVICE = {  # Slice / Split nodes inside the network (their outputs feed convs)
+    "Split": ("in the network (channel splits: ASFF's level weights, the TOOD head's layer attention; YOLOv8's C2f "
+              "splits channels the same way): the NPU converters above take them"),
+    "Slice": ("in the network (strided slices: ASFF_sim's space-to-depth and channel-pair means): Focus's op, which "
+              "some 8-bit NPUs run on the CPU; ASFF mode 'asff' has none"),
+}
+GROUP_NORM_ADVICE = ("GroupNorm (the TOOD head's task-interactive convs), written as InstanceNormalization between "
+                     "Reshapes: statistics of the feature map at run time, which 8-bit NPUs run slowly or on the "
+                     "CPU; a head without it (pai_yoloxs_asff's) avoids this")
 INPUT_NORM_SCOPE = "/input_norm/"  # torch.onnx names nodes by module path: the model file's ``input`` step
 
 
@@ -54,6 +63,7 @@ class NpuReport:
     lone_sigmoid: int = 0  # Sigmoids that are not half of a SiLU (e.g. the obj / cls outputs)
     input_slices: int = 0  # Slices of the graph input (directly or of a slice of it): Focus's space-to-depth
     input_norm: Counter = field(default_factory=Counter)  # ops of the model's input normalisation (order, mean, std)
+    body: Counter = field(default_factory=Counter)  # Slice / Split nodes whose outputs reach a Conv (not the tail)
     params: int = 0
     file_size: int = 0
     metadata: dict = field(default_factory=dict)
@@ -90,10 +100,14 @@ class NpuReport:
 
 
     def _advice(self, op: str) -> str:
-        if op == "Slice":
-            tail = self.op_counts["Slice"] - self.input_slices - self.input_norm["Slice"]
-            return "; ".join(([f"{self.input_slices} are {FOCUS_ADVICE}"] if self.input_slices else [])
+        if op in ("Slice", "Split"):
+            focus = self.input_slices if op == "Slice" else 0
+            tail = self.op_counts[op] - focus - self.input_norm[op] - self.body[op]
+            return "; ".join(([f"{focus} are {FOCUS_ADVICE}"] if focus else [])
+                             + ([f"{self.body[op]} {BODY_ADVICE[op]}"] if self.body[op] else [])
                              + ([f"{tail} in {_TAIL}"] if tail else []))
+        if op == "InstanceNormalization":
+            return GROUP_NORM_ADVICE
         return ADVICE.get(op, "")
 
 
@@ -130,7 +144,19 @@ def npu_report(path) -> NpuReport:
         if n.op_type == "Slice" and n.input[0] in sliced and not n.name.startswith(INPUT_NORM_SCOPE):
             report.input_slices += 1
             sliced.add(n.output[0])
+    feeds_conv = _feeding_convs(nodes)
+    report.body = Counter(n.op_type for n in nodes if n.op_type in ("Slice", "Split") and n.output[0] not in sliced
+                          and not n.name.startswith(INPUT_NORM_SCOPE) and any(o in feeds_conv for o in n.output))
     return report
+
+
+def _feeding_convs(nodes) -> set:
+    """Names of the tensors from which some Conv is reachable (read in reverse topological order)."""
+    reach = set()
+    for n in reversed(nodes):
+        if n.op_type == "Conv" or any(o in reach for o in n.output):
+            reach.update(n.input)
+    return reach
 
 
 def _numel(dims) -> int:

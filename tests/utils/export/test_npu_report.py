@@ -55,3 +55,32 @@ def test_input_normalisation_has_its_own_line_not_focus_or_the_decoding_tail(tmp
     text = r.text()
     assert "input normalisation in the graph (the model file's input: order, mean, std): Div 1, Slice 1, Sub 1" in text
     assert "Focus" not in text and "outside the conservative 8-bit NPU op set: none" in text
+
+
+class PaiBlocks(nn.Module):
+    """ASFF in both modes and a GroupNorm conv (the TOOD head's), then a slice of an output (a tail Slice)."""
+
+    def __init__(self):
+        super().__init__()
+        from models.asff import ASFF
+        from models.heads.tood import ConvGN
+
+        self.asff, self.sim = ASFF([8, 16, 32], 2, "asff"), ASFF([8, 16, 32], 0, "sim")
+        self.gn = ConvGN(32, 32, 3, groups=4)
+
+    def forward(self, p3):  # [1, 8, 16, 16]
+        p4 = nn.functional.max_pool2d(torch.cat((p3, p3), 1), 2)
+        p5 = nn.functional.max_pool2d(torch.cat((p4, p4), 1), 2)
+        return self.gn(self.asff([p3, p4, p5])), self.sim([p3, p4, p5])[:, :2]
+
+
+def test_splits_and_slices_inside_the_network_are_told_from_the_tail(tmp_path):
+    f = export_onnx(PaiBlocks().eval(), torch.rand(1, 8, 16, 16), tmp_path / "p.onnx", opset=12,
+                    output_names=["a", "b"])
+    r = npu_report(f)
+    # ASFF: one Split of the level weights each; sim to P3: P5 upsampled then two channel-pair means, P4 one
+    assert r.body == {"Split": 2, "Slice": 6} and r.op_counts["Slice"] == 7 and r.input_slices == 0
+    text = r.text()
+    assert "Split x2: 2 in the network (channel splits" in text
+    assert "Slice x7: 6 in the network (strided slices: ASFF_sim's" in text and "; 1 in the decoding" in text
+    assert "InstanceNormalization x1: GroupNorm (the TOOD head's" in text

@@ -1,4 +1,5 @@
-"""Benchmark this project's YAML models against official YOLOX, side by side in one run.
+"""Benchmark this project's YAML models against their reference code (official YOLOX, EasyCV's YOLOX-PAI),
+side by side in one run.
 
 Run from the repository root as a module (``tests.reference`` lives in the repo, not in the
 installed package, so ``python benchmarks/bench_models.py`` cannot import it):
@@ -6,19 +7,27 @@ installed package, so ``python benchmarks/bench_models.py`` cannot import it):
     python -m benchmarks.bench_models                                  # all models, defaults
     python -m benchmarks.bench_models --models yoloxn yoloxs --runs 2  # a quick check
     python -m benchmarks.bench_models --threads 2 --fuse --channels-last
+    python -m benchmarks.bench_models --models pai_yoloxs pai_yoloxs_asff_tood3 --fuse --sizes 640
 
 For every model it reports parameters, GFLOPs (torch.utils.flop_counter, at the model's input
 size: 416 for n/t, 640 for the rest), build time, CPU eval latency at batch 1 (median of --runs
 after --warmup, under torch.no_grad) at each of --sizes, and max|diff|: the largest absolute
-difference between the two models' outputs for one random input, after the official weights
-(with randomised BatchNorm) were loaded into ours through an official-format checkpoint.
-max|diff| shows that the two are the same network: 0 when both run the same ops in the same
-order, about 1e-5 after --fuse (the two fuse formulas round differently; outputs are boxes in pixels).
+difference between the two models' outputs for one random input, after the reference's weights
+(with randomised norm layers) were loaded into ours. max|diff| shows that the two are the same
+network: 0 when both run the same ops in the same order, about 1e-5 after --fuse (the fuse
+formulas round differently; outputs are boxes in pixels).
+
+References: official YOLOX (``yolox`` 0.3.0) for the yolox* files, loaded into ours through an
+official-format checkpoint; EasyCV 0.11.7's YOLOX-PAI modules (tests/easycv_reference.py) for the
+pai_* files, built from the same config and loaded by EasyCV's module names. --fuse adds the
+deployed forms: ours folds RepVGG blocks and BatchNorm (model.fuse(), what export.py does);
+official YOLOX its fuse_model; EasyCV what its export does before TorchScript / Blade
+(switch_to_deploy on every RepVGG block, as its reparameterize_models, BatchNorm left unfolded).
 
 Build time of ours includes the stride dry run at 256x256; official's includes its bias init.
-Latency ratio = official / ours: above 1 means ours is faster. yoloxs_rslu has no official
-counterpart; its official columns show '-'. Needs the official ``yolox`` package; without it
-every official column shows '-'. Exit status 1 when a comparison failed or outputs differ.
+Latency ratio = reference / ours: above 1 means ours is faster. yoloxs_rslu has no reference; its
+ref columns show '-', as do all of a reference that is not installed. Exit status 1 when a
+comparison failed or outputs differ.
 
 Timings need an otherwise idle machine: when another process keeps a core busy, torch's OpenMP
 threads wait for each other at every op. On 2 cores with one busy process, yoloxs at 416 took
@@ -42,13 +51,15 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from models.weights import load_model
+from models.easycv import easycv_to_project
+from models.weights import load_model, load_state_dict_checked
 from models.yolo import Model
+from tests.easycv_reference import PAI_CONFIGS, easycv_module, easycv_pai_model, easycv_root
 from tests.reference import OFFICIAL_SIZES, build_official, official_yolox, randomize_bn
 
 # Model -> input side for its GFLOPs and max|diff| (official YOLOX evaluates nano/tiny at 416).
 MODEL_INPUT = {"yoloxn": 416, "yoloxt": 416, "yoloxs": 640, "yoloxm": 640, "yoloxl": 640, "yoloxx": 640,
-               "yoloxs_rslu": 640}
+               "yoloxs_rslu": 640, **{name: 640 for name in PAI_CONFIGS}}
 # Outputs are boxes in input pixels (up to 640) and probabilities; rounding differences (fusing,
 # channels_last kernels) move float32 boxes by ~1e-5..1e-4, so anything above this means the networks differ.
 DIFF_WARN = 1e-2
@@ -57,15 +68,16 @@ MODELS_DIR = Path(models.__file__).parent
 
 @dataclass
 class Row:
-    """Measurements of one model; official values are None where there is no official model."""
+    """Measurements of one model; reference values are absent where it has no (installed) reference."""
     name: str
     size: int
-    params: dict = field(default_factory=dict)    # variant ('ours'/'official') -> parameter count
+    reference: str | None = None                  # 'official YOLOX' / 'EasyCV', None: no reference
+    params: dict = field(default_factory=dict)    # variant ('ours'/'ref') -> parameter count
     gflops: dict = field(default_factory=dict)    # variant -> GFLOPs at `size`
     build_s: dict = field(default_factory=dict)   # variant -> seconds to build
-    diff: float | None = None                     # max|ours - official| (unfused)
+    diff: float | None = None                     # max|ours - ref| (unfused)
     diff_fused: float | None = None               # the same for the BN-fused pair
-    load_error: str | None = None                 # why the official weights did not load into ours
+    load_error: str | None = None                 # why the reference's weights did not load into ours
     latency_ms: dict = field(default_factory=dict)  # (variant, input side) -> median ms
 
 
@@ -94,7 +106,7 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def official_gflops(model: nn.Module, size: int) -> float:
+def reference_gflops(model: nn.Module, size: int) -> float:
     """As Model.gflops: one eval forward of zeros at batch 1, 2 FLOPs per multiply-add."""
     model.eval()
     with FlopCounterMode(display=False) as counter:
@@ -103,13 +115,30 @@ def official_gflops(model: nn.Module, size: int) -> float:
 
 
 @torch.no_grad()  # official fuse_conv_and_bn copy_()s outside no_grad, leaving non-leaf weights with grad_fn
-def fused_copy(model: nn.Module, official: bool) -> nn.Module:
-    """A BN-fused copy; the unfused model stays for the comparison."""
+def fused_copy(model: nn.Module, reference: str | None) -> nn.Module:
+    """The deployed form of a copy (see the module doc); the unfused model stays for the comparison."""
     model = copy.deepcopy(model)
-    if official:
+    if reference == "official YOLOX":
         from yolox.utils import fuse_model  # imported late: needs the torchvision stub installed first
         return fuse_model(model).eval()
+    if reference == "EasyCV":
+        repvgg = easycv_module("easycv.models.backbones.repvgg_yolox_backbone").RepVGGBlock
+        for m in model.modules():
+            if isinstance(m, repvgg):
+                m.switch_to_deploy()
+        return model.eval()
     return model.fuse().eval()
+
+
+class EasyCVModel(nn.Module):
+    """EasyCV's YOLOX forward in eval mode (head over neck) on the ModuleDict the tests build."""
+
+    def __init__(self, parts: nn.ModuleDict):
+        super().__init__()
+        self.backbone, self.head = parts["backbone"], parts["head"]
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
 
 
 def prepare(model: nn.Module, channels_last: bool) -> nn.Module:
@@ -147,42 +176,63 @@ def median_latencies_ms(variants: dict[str, nn.Module], x: torch.Tensor, warmup:
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-def measure_official(row: Row, ours: Model) -> tuple[nn.Module, Model]:
-    """Builds and counts the official model; returns it and ours with its weights (or ours as
+def build_reference(name: str, reference: str) -> nn.Module:
+    """The reference model in eval mode with random norm statistics: default BN (1, 0, 0, 1) is almost
+    identity and would hide mismatches."""
+    if reference == "EasyCV":
+        return EasyCVModel(easycv_pai_model(name, nc=80)).eval()
+    return randomize_bn(build_official(name)).eval()
+
+
+def ours_with_reference_weights(ref: nn.Module, name: str, reference: str) -> Model:
+    if reference == "EasyCV":  # by EasyCV's names; load_model would add EasyCV's input normalisation
+        ours = Model(str(MODELS_DIR / f"{name}.yaml"))
+        state = {f"{part}.{k}": v for part in ("backbone", "head") for k, v in getattr(ref, part).state_dict().items()}
+        load_state_dict_checked(ours, easycv_to_project(state), source=f"EasyCV {name}")
+        return ours
+    return ours_with_official_weights(ref, name)
+
+
+def measure_reference(row: Row, ours: Model) -> tuple[nn.Module, Model]:
+    """Builds and counts the reference model; returns it and ours with its weights (or ours as
     built, with row.load_error set, when they do not load)."""
-    official, row.build_s["official"] = timed(build_official, row.name)
-    randomize_bn(official)  # default BN (1, 0, 0, 1) is almost identity and would hide mismatches
-    official.eval()
-    row.params["official"] = count_params(official)
-    row.gflops["official"] = official_gflops(official, row.size)
+    ref, row.build_s["ref"] = timed(build_reference, row.name, row.reference)
+    row.params["ref"] = count_params(ref)
+    row.gflops["ref"] = reference_gflops(ref, row.size)
     try:
-        ours = ours_with_official_weights(official, row.name)  # time the very network that is compared
+        ours = ours_with_reference_weights(ref, row.name, row.reference)  # time the very network compared
     except ValueError as e:  # keep benchmarking (same architecture), but say so in the table
         row.load_error = str(e)
-    return official, ours
+    return ref, ours
 
 
-def bench_model(name: str, opt, have_official: bool) -> Row:
-    row = Row(name, MODEL_INPUT[name])
+def reference_of(name: str, available: set) -> str | None:
+    """Which reference a model file has, if it is installed."""
+    ref = "official YOLOX" if name in OFFICIAL_SIZES else "EasyCV" if name in PAI_CONFIGS else None
+    return ref if ref in available else None
+
+
+def bench_model(name: str, opt, available: set) -> Row:
+    row = Row(name, MODEL_INPUT[name], reference_of(name, available))
     ours, row.build_s["ours"] = build_ours(name)
     row.params["ours"] = count_params(ours)
     row.gflops["ours"] = ours.gflops(row.size)
-    official = None
-    if have_official and name in OFFICIAL_SIZES:
-        official, ours = measure_official(row, ours)
+    ref = None
+    if row.reference is not None:
+        ref, ours = measure_reference(row, ours)
 
-    variants = {"ours": ours} if official is None else {"ours": ours, "official": official}
+    variants = {"ours": ours} if ref is None else {"ours": ours, "ref": ref}
     if opt.fuse:
         for k in list(variants):
-            variants[f"{k}_fused"] = fused_copy(variants[k], official=k == "official")
+            variants[f"{k}_fused"] = fused_copy(variants[k], row.reference if k == "ref" else None)
     # channels_last only after fusing: official fuse_conv_and_bn .view()s the weight, which fails on it
     variants = {k: prepare(m, opt.channels_last) for k, m in variants.items()}
 
     x = make_input(row.size, opt.channels_last)
-    if official is not None and row.load_error is None:
-        row.diff = max_abs_diff(variants["ours"], variants["official"], x)
+    if ref is not None and row.load_error is None:
+        row.diff = max_abs_diff(variants["ours"], variants["ref"], x)
         if opt.fuse:
-            row.diff_fused = max_abs_diff(variants["ours_fused"], variants["official_fused"], x)
+            row.diff_fused = max_abs_diff(variants["ours_fused"], variants["ref_fused"], x)
 
     for size in opt.sizes:
         for k, ms in median_latencies_ms(variants, make_input(size, opt.channels_last), opt.warmup, opt.runs).items():
@@ -195,15 +245,15 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def official_of(variant: str) -> str:
-    """'ours' -> 'official', 'ours_fused' -> 'official_fused'."""
-    return variant.replace("ours", "official")
+def ref_of(variant: str) -> str:
+    """'ours' -> 'ref', 'ours_fused' -> 'ref_fused'."""
+    return variant.replace("ours", "ref")
 
 
 def ratio(row: Row, variant: str, size: int) -> float | None:
-    """official / ours latency: above 1 means ours is faster."""
-    ours, official = row.latency_ms.get((variant, size)), row.latency_ms.get((official_of(variant), size))
-    return None if ours is None or official is None else official / ours
+    """reference / ours latency: above 1 means ours is faster."""
+    ours, ref = row.latency_ms.get((variant, size)), row.latency_ms.get((ref_of(variant), size))
+    return None if ours is None or ref is None else ref / ours
 
 
 def diff_cell(row: Row, diff: float | None) -> str:
@@ -214,13 +264,14 @@ def table_columns(opt) -> list[tuple[str, Callable[[Row], str]]]:
     """(header, row -> cell) for every column, in order."""
     cols = [
         ("model", lambda r: r.name),
+        ("ref", lambda r: r.reference or "-"),
         ("input", lambda r: f"{r.size}x{r.size}"),
         ("params ours", lambda r: fmt(r.params.get("ours"), ",")),
-        ("params official", lambda r: fmt(r.params.get("official"), ",")),
+        ("params ref", lambda r: fmt(r.params.get("ref"), ",")),
         ("GFLOPs ours", lambda r: fmt(r.gflops.get("ours"), ".2f")),
-        ("GFLOPs official", lambda r: fmt(r.gflops.get("official"), ".2f")),
+        ("GFLOPs ref", lambda r: fmt(r.gflops.get("ref"), ".2f")),
         ("build s ours", lambda r: fmt(r.build_s.get("ours"), ".2f")),
-        ("build s official", lambda r: fmt(r.build_s.get("official"), ".2f")),
+        ("build s ref", lambda r: fmt(r.build_s.get("ref"), ".2f")),
         ("max\\|diff\\|", lambda r: diff_cell(r, r.diff)),
     ]
     if opt.fuse:
@@ -229,8 +280,8 @@ def table_columns(opt) -> list[tuple[str, Callable[[Row], str]]]:
         for size in opt.sizes:
             cols += [
                 (f"ms@{size}{label} ours", lambda r, v=variant, s=size: fmt(r.latency_ms.get((v, s)), ".1f")),
-                (f"ms@{size}{label} official",
-                 lambda r, v=official_of(variant), s=size: fmt(r.latency_ms.get((v, s)), ".1f")),
+                (f"ms@{size}{label} ref",
+                 lambda r, v=ref_of(variant), s=size: fmt(r.latency_ms.get((v, s)), ".1f")),
                 (f"ratio@{size}{label}", lambda r, v=variant, s=size: fmt(ratio(r, v, s), ".2f")),
             ]
     return cols
@@ -255,12 +306,12 @@ def mismatch_warnings(rows: list[Row]) -> list[str]:
     warnings = []
     for r in rows:
         if r.load_error:
-            warnings.append(f"WARNING: {r.name}: official weights did not load into ours, no output comparison; "
+            warnings.append(f"WARNING: {r.name}: {r.reference}'s weights did not load into ours, no output comparison; "
                             f"timed our freshly built model instead. load_model said: {first_lines(r.load_error, 4)}")
         for diff, label in ((r.diff, ""), (r.diff_fused, " (fused)")):
             if diff is not None and diff > DIFF_WARN:
                 warnings.append(f"WARNING: {r.name}: max|diff|{label} {diff:.3g} > {DIFF_WARN:g}: "
-                                f"ours and official differ")
+                                f"ours and {r.reference} differ")
     return warnings
 
 
@@ -287,20 +338,21 @@ def main(argv=None) -> int:
     opt = parse_args(argv)
     if opt.threads is not None:
         torch.set_num_threads(opt.threads)
-    have_official = official_yolox() is not None  # also installs the torchvision stub yolox needs
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, official yolox: "
-          f"{'yes' if have_official else 'not installed'}; runs {opt.runs}, warmup {opt.warmup}, "
+    available = {name for name, present in (("official YOLOX", official_yolox() is not None),  # + torchvision stub
+                                            ("EasyCV", easycv_root() is not None)) if present}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, references installed: "
+          f"{', '.join(sorted(available)) or 'none'}; runs {opt.runs}, warmup {opt.warmup}, "
           f"sizes {opt.sizes}, fuse {opt.fuse}, channels_last {opt.channels_last}; "
           f"{load_average()} before start", flush=True)
     rows = []
     for name in opt.models:
         t0 = time.perf_counter()
-        rows.append(bench_model(name, opt, have_official))
+        rows.append(bench_model(name, opt, available))
         print(f"  {name}: done in {time.perf_counter() - t0:.1f} s", flush=True)
     print()
     print(markdown_table(rows, opt))
-    print("\nratio = official ms / ours ms (> 1: ours is faster); max|diff| at the model's input size, "
-          f"official weights (random BN) loaded into ours; {load_average()} at the end (this run included)")
+    print("\nratio = reference ms / ours ms (> 1: ours is faster); max|diff| at the model's input size, "
+          f"the reference's weights (random norms) loaded into ours; {load_average()} at the end (this run included)")
     warnings = mismatch_warnings(rows)
     for line in warnings:
         print(line)

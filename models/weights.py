@@ -1,4 +1,4 @@
-"""Checkpoints onto YAML models: this project's checkpoints and official YOLOX's, for inference
+"""Checkpoints onto YAML models: this project's checkpoints, official YOLOX's and EasyCV's, for inference
 (``load_model``) and as a training start (``load_pretrained``). Loading never unpickles code
 (utils/checkpoints.read_checkpoint: ``torch.load(..., weights_only=True)``); a checkpoint that does not
 fit the model fails with the missing, unexpected and mis-shaped keys listed."""
@@ -9,6 +9,7 @@ import logging
 from torch import nn
 
 from models import easycv, yolox_official
+from models.input_norm import input_norm_from
 from models.parser import load_yaml_dict
 from models.repvgg import reparameterize_model
 from models.yolo import Model
@@ -108,16 +109,16 @@ def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkp
 
 
 def load_pretrained(model: Model, weights, log=LOGGER) -> None:
-    """Start ``model`` from a checkpoint (this project's or official YOLOX's) for training.
+    """Start ``model`` from a checkpoint (this project's, official YOLOX's or EasyCV's) for training.
 
     Weights load by name; when only the class predictions differ in shape (another nc), those are
-    left freshly initialised, with a message. Any other mismatch is an error listing the keys.
+    left freshly initialised, with a message. Any other mismatch is an error listing the keys. EasyCV's
+    weights bring their input (RGB, ImageNet mean and std) into the model and its saved YAML.
     """
     state = _state_of(read_checkpoint(weights), weights)
-    if easycv.is_easycv(state):  # its weights expect RGB, normalised input: a training start must carry that
-        raise ValueError(f"{weights}: an EasyCV YOLOX-PAI checkpoint: training from it is not supported yet "
-                         "(val.py, detect.py and export.py take it)")
-    if yolox_official.is_official(state):
+    if easycv.is_easycv(state):
+        state = _easycv_training_start(model, state, weights, log)
+    elif yolox_official.is_official(state):
         state = yolox_official.official_to_project(yolox_official.as_float_tensors(state))
     own = model.state_dict()
     cls_keys = [k for k in state if ".cls_preds." in k and k in own and state[k].shape != own[k].shape]
@@ -127,3 +128,23 @@ def load_pretrained(model: Model, weights, log=LOGGER) -> None:
         state = {k: (own[k] if k in cls_keys else v) for k, v in state.items()}
     load_state_dict_checked(model, {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
                                     for k, v in state.items()}, source=str(weights))
+
+
+def _easycv_training_start(model: Model, state: dict, weights, log) -> dict:
+    """EasyCV keys renamed for ``model``, whose input becomes EasyCV's: its weights expect RGB, normalised."""
+    if easycv.is_deployed(state):
+        raise ValueError(f"{weights}: a deployed EasyCV checkpoint (RepVGG blocks folded) cannot train: "
+                         "start from the training checkpoint")
+    try:
+        layout = easycv.easycv_layout(state)
+    except ValueError as e:
+        raise ValueError(f"{weights}: {e}") from None
+    own_input = model.yaml.get("input")
+    if own_input is not None and own_input != easycv.EASYCV_INPUT:
+        raise ValueError(f"{weights}: EasyCV weights expect the input {easycv.EASYCV_INPUT}, the model file says "
+                         f"{own_input}")
+    model.yaml["input"] = dict(easycv.EASYCV_INPUT)  # saved with the model: later loads feed it the same way
+    model.input_norm = input_norm_from(model.yaml["input"], model.yaml_source)
+    log.info(f"{weights}: EasyCV YOLOX-PAI weights ({layout.file}'s layout); the model now takes EasyCV's input "
+             "(RGB, ImageNet mean and std) from the usual BGR 0-255 images")
+    return easycv.easycv_to_project(yolox_official.as_float_tensors(state), layout)

@@ -206,3 +206,28 @@ def test_tood_head_shares_its_interactive_convs_and_refuses_bad_arguments():
         TOODHead(3, 1, [64, 128, 256], conv_type="rep")
     with pytest.raises(ValueError, match="GroupNorm with 32 groups"):
         TOODHead(3, 1, [64, 128, 256], width=0.3125)  # 80 channels
+
+
+def test_training_starts_from_an_easycv_checkpoint_with_its_input(easycv, tmp_path):
+    from models.weights import load_model, load_pretrained
+    from utils.checkpoints import save_checkpoint
+
+    ref = easycv_pai_model("pai_yoloxs_asff", nc=8, seed=2)
+    torch.save({"state_dict": ref.state_dict()}, tmp_path / "asff.pth")
+    model = Model("models/pai_yoloxs_asff.yaml", nc=8)
+    load_pretrained(model, tmp_path / "asff.pth")
+    assert model.yaml["input"] == EASYCV_INPUT
+    model.eval()
+    bgr = torch.randint(0, 256, (1, 3, 64, 96)).float()
+    mean = torch.tensor(EASYCV_INPUT["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(EASYCV_INPUT["std"]).view(1, 3, 1, 1)
+    assert_same_detections(model(bgr), easycv_forward(ref, (bgr.flip(1) - mean) / std))
+    save_checkpoint(tmp_path / "last.pt", {"model": model.state_dict(), "yaml": model.yaml})  # as train.py saves
+    assert_same_detections(load_model(tmp_path / "last.pt")(bgr), model(bgr))  # the input travels with the YAML
+
+    deploy_easycv(ref, easycv)
+    torch.save({"state_dict": ref.state_dict()}, tmp_path / "deployed.pth")
+    with pytest.raises(ValueError, match="deployed.pth: a deployed EasyCV checkpoint .* cannot train"):
+        load_pretrained(Model("models/pai_yoloxs_asff.yaml", nc=8), tmp_path / "deployed.pth")
+    with pytest.raises(ValueError, match="asff.pth does not fit the model"):  # another config: keys listed
+        load_pretrained(Model("models/pai_yoloxs.yaml", nc=8), tmp_path / "asff.pth")

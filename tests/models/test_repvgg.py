@@ -111,12 +111,3 @@ def test_fuse_reparameterizes_the_whole_model_and_keeps_its_outputs():
     after = after[0] if isinstance(after, (list, tuple)) else after
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4 * before.abs().max().item())
     assert fuse_model(model) == 0  # nothing left to fold
-
-
-def test_training_from_an_easycv_checkpoint_is_refused_clearly(tmp_path):
-    from models.weights import load_pretrained
-
-    torch.save({"state_dict": {"backbone.backbone.stage0.rbr_dense.conv.weight": torch.zeros(32, 3, 3, 3)}},
-               tmp_path / "pai.pth")
-    with pytest.raises(ValueError, match="pai.pth: an EasyCV YOLOX-PAI checkpoint: training from it is not supported"):
-        load_pretrained(Model("models/pai_yoloxs.yaml", nc=8), tmp_path / "pai.pth")

@@ -13,7 +13,7 @@ from models.asff import ASFF
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
 from models.gsconv import GSBottleneck, GSConv, VoVGSCSP
 from models.heads import DetectX, TOODHead, YOLOXHead
-from models.repvgg import RepVGGBlock
+from models.repvgg import MTSPPF, RepVGGBlock
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class BlockSpec:
       as the third argument (C3). Otherwise ``number`` copies are stacked as written, never scaled:
       official YOLOX has exactly two 3x3 convs per head branch at every model size.
     own_act: a row that chooses no activation gets the block's own default (RepVGG: ReLU, as EasyCV
-      hard-codes it) instead of the file-wide one.
+      hard-codes it; MT_SPPF: ReLU) instead of the file-wide one.
     """
 
     cls: type
@@ -51,6 +51,7 @@ BLOCKS: dict[str, BlockSpec] = {
     "SPP": BlockSpec(SPP),
     "SPPF": BlockSpec(SPPF),
     "RepVGGBlock": BlockSpec(RepVGGBlock, own_act=True),
+    "MT_SPPF": BlockSpec(MTSPPF, own_act=True),
     "GSConv": BlockSpec(GSConv),
     "GSBottleneck": BlockSpec(GSBottleneck),
     "VoVGSCSP": BlockSpec(VoVGSCSP, repeats=True),

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from models.activations import make_activation
-from models.common import BN_EPS, BN_MOMENTUM
+from models.common import BN_EPS, BN_MOMENTUM, SPPF
 
 
 class ConvBN(nn.Sequential):
@@ -73,6 +73,14 @@ class RepVGGBlock(nn.Module):
         self.rbr_reparam.weight.copy_(kernel)
         self.rbr_reparam.bias.copy_(bias)
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
+
+
+class MTSPPF(SPPF):
+    """EasyCV's MT_SPPF, the end of its RepVGG backbone: YOLOv5's SPPF with ReLU unless the row chooses
+    (YOLOv6's SimSPPF). EasyCV's cv1 / cv2 are conv1 / conv2 here."""
+
+    def __init__(self, c1, c2, k=5, act="relu"):
+        super().__init__(c1, c2, k, act)
 
 
 def _fold(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,13 +23,6 @@ PARAMS_NC80 = {"pai_yoloxs": (17_089_727, 15_905_343), "pai_yoloxs_asff": (22_49
                "pai_yoloxs_gsconv": (15_477_647, 14_293_263)}
 
 
-@pytest.fixture(scope="module")
-def easycv():
-    if easycv_root() is None:
-        pytest.skip("pai-easycv not installed (bash tests/install_reference.sh)")
-    return easycv_module("easycv.models.backbones.repvgg_yolox_backbone")
-
-
 def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 
-from models.common import C3, Conv
 from models.parser import ModelConfigError, make_divisible, parse_model
 from models.yolo import Model
 

@@ -9,16 +9,9 @@ from models.easycv import easycv_to_project
 from models.fuse import fuse_model
 from models.repvgg import RepVGGBlock, reparameterize_model
 from models.yolo import Model
-from tests.easycv_reference import easycv_module, easycv_root, randomize_norms
+from tests.easycv_reference import randomize_norms
 
 BACKBONE_OUTPUTS = (4, 6, 9)  # pai_yoloxs.yaml's P3, P4, P5 layers = EasyCV's stage2, stage3, stage4
-
-
-@pytest.fixture(scope="module")
-def easycv():
-    if easycv_root() is None:
-        pytest.skip("pai-easycv not installed (bash tests/install_reference.sh)")
-    return easycv_module("easycv.models.backbones.repvgg_yolox_backbone")
 
 
 def params(module: nn.Module) -> int:

@@ -36,6 +36,7 @@ from utils.eval.metrics import fitness
 from utils.loss import build_loss
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
+from utils.train.memory_format import training_memory_format
 from utils.train.optim import build_optimizer
 from utils.train.schedule import LRSchedule, warmup
 
@@ -136,9 +137,10 @@ class Trainer:
         cfg = (self.resume_ckpt or {}).get("yaml") or opt.cfg
         if not cfg:
             raise ValueError("--cfg is required (or --weights with a project checkpoint that holds its YAML)")
-        # channels_last: 1.15x faster training steps on CPU (benchmarks/bench_train.py, yoloxs at 320)
-        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model = Model(cfg, nc=self.nc).to(self.device)
+        self.memory_format, why = training_memory_format(self.model, self.device)
+        if why and self.main:
+            LOGGER.info(why)
         self.model.names = self.names
         if opt.weights and not self.resume_ckpt:
             load_pretrained(self.model, opt.weights, LOGGER)

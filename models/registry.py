@@ -12,8 +12,10 @@ from torch import nn
 from models.asff import ASFF
 from models.common import C3, SPP, SPPF, Bottleneck, Concat, Conv, DWConv, Focus, GroupConv
 from models.gsconv import GSBottleneck, GSConv, VoVGSCSP
-from models.heads import DetectX, TOODHead, YOLOXHead
-from models.repvgg import MTSPPF, RepVGGBlock
+from models.heads import DetectX, TOODHead, YOLOXHead, ZeroHead
+from models.repgfpn import CSPStage
+from models.repvgg import MTSPPF, RepConv, RepVGGBlock
+from models.tinynas import ResConvBlock
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,14 @@ BLOCKS: dict[str, BlockSpec] = {
     "GSBottleneck": BlockSpec(GSBottleneck),
     "VoVGSCSP": BlockSpec(VoVGSCSP, repeats=True),
     "ASFF": BlockSpec(ASFF, rule="levels"),
+    "RepConv": BlockSpec(RepConv, own_act=True),
+    "ResConvBlock": BlockSpec(ResConvBlock),
+    "CSPStage": BlockSpec(CSPStage, repeats=True),
     "Concat": BlockSpec(Concat, rule="concat"),
     "DetectX": BlockSpec(DetectX, rule="detect"),
     "YOLOXHead": BlockSpec(YOLOXHead, rule="detect"),
     "TOODHead": BlockSpec(TOODHead, rule="detect"),
+    "ZeroHead": BlockSpec(ZeroHead, rule="detect"),
     "nn.Upsample": BlockSpec(nn.Upsample, rule="same"),
     "nn.MaxPool2d": BlockSpec(nn.MaxPool2d, rule="same"),
     "nn.Identity": BlockSpec(nn.Identity, rule="same"),
@@ -71,6 +77,7 @@ ALIASES = {
     "Identity": "nn.Identity", "torch.nn.Identity": "nn.Identity",
     "Detect": "YOLOXHead",  # YOLOv5 layer lists build unchanged, with the anchor-free YOLOX head
     "CSPLayer": "C3", "BaseConv": "Conv", "SPPBottleneck": "SPP",
+    "ConvBNAct": "Conv",  # DAMO-YOLO's names for the same blocks
 }
 
 

@@ -31,12 +31,13 @@ class ConvBN(nn.Sequential):
 class RepVGGBlock(nn.Module):
     """RepVGG block c1 -> c2 with a 3x3 kernel and stride s; see the module docstring."""
 
-    def __init__(self, c1, c2, k=3, s=1, g=1, act="relu"):
+    def __init__(self, c1, c2, k=3, s=1, g=1, act="relu", identity=True):
         super().__init__()
         if k != 3:
-            raise ValueError(f"RepVGGBlock takes a 3x3 kernel only, got k={k}")
+            raise ValueError(f"{type(self).__name__} takes a 3x3 kernel only, got k={k}")
         self.c1, self.groups = c1, g
-        self.rbr_identity = nn.BatchNorm2d(c1, eps=BN_EPS, momentum=BN_MOMENTUM) if c1 == c2 and s == 1 else None
+        with_identity = identity and c1 == c2 and s == 1
+        self.rbr_identity = nn.BatchNorm2d(c1, eps=BN_EPS, momentum=BN_MOMENTUM) if with_identity else None
         self.rbr_dense = ConvBN(c1, c2, 3, s, 1, g)
         self.rbr_1x1 = ConvBN(c1, c2, 1, s, 0, g)
         self.act = make_activation(act)
@@ -75,6 +76,14 @@ class RepVGGBlock(nn.Module):
         del self.rbr_dense, self.rbr_1x1, self.rbr_identity
 
 
+class RepConv(RepVGGBlock):
+    """DAMO-YOLO's RepConv: a RepVGG block without the identity branch, act(BN(conv3x3) + BN(conv1x1)),
+    folded the same way (DAMO's names rbr_dense, rbr_1x1, rbr_reparam)."""
+
+    def __init__(self, c1, c2, k=3, s=1, g=1, act="relu"):
+        super().__init__(c1, c2, k, s, g, act, identity=False)
+
+
 class MTSPPF(SPPF):
     """EasyCV's MT_SPPF, the end of its RepVGG backbone: YOLOv5's SPPF with ReLU unless the row chooses
     (YOLOv6's SimSPPF). EasyCV's cv1 / cv2 are conv1 / conv2 here."""
@@ -91,7 +100,7 @@ def _fold(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch
 
 def reparameterize_model(model: nn.Module) -> int:
     """Fold every RepVGG block of model into one conv; returns how many were folded."""
-    blocks = [m for m in model.modules() if isinstance(m, RepVGGBlock) and not hasattr(m, "rbr_reparam")]
+    blocks = [m for m in model.modules() if isinstance(m, RepVGGBlock) and not hasattr(m, "rbr_reparam")]  # RepConv too
     for m in blocks:
         m.reparameterize()
     return len(blocks)

@@ -8,7 +8,7 @@ import logging
 
 from torch import nn
 
-from models import easycv, yolox_official
+from models import damo, easycv, yolox_official
 from models.input_norm import input_norm_from
 from models.parser import load_yaml_dict
 from models.repvgg import reparameterize_model
@@ -19,12 +19,15 @@ LOGGER = logging.getLogger("yolox5.models")
 
 
 def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
-    """A model in eval mode from this project's checkpoint, an official YOLOX or an EasyCV YOLOX-PAI one.
+    """A model in eval mode from this project's checkpoint, an official YOLOX, an EasyCV YOLOX-PAI or a
+    DAMO-YOLO one.
 
     Project checkpoints carry their YAML; the EMA weights are used when present. Official YOLOX
     checkpoints (``{'model': state_dict}``) load onto ``cfg`` or, without one, onto the bundled
     model file their shapes identify; EasyCV's (``{'state_dict': ...}``, training or deployed form)
-    likewise, with EasyCV's input (RGB, ImageNet mean and std: models/easycv.py). Mismatches fail
+    likewise, with EasyCV's input (RGB, ImageNet mean and std: models/easycv.py); DAMO-YOLO's
+    (``{'model': ...}`` with DAMO's module names) onto models/damoyolo_*.yaml with RGB 0-255 input
+    (models/damo.py). Mismatches fail
     with the missing and unexpected keys and the shape differences listed.
     """
     ckpt = read_checkpoint(weights)
@@ -46,6 +49,23 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         model = Model({**cfg, "input": easycv.EASYCV_INPUT}, nc=nc if nc is not None else _nc_of(state))
         if deployed:  # RepVGG blocks saved folded: fold ours before loading
             reparameterize_model(model)
+    elif damo.is_damo(state):
+        state = yolox_official.as_float_tensors(state)
+        try:
+            layout = damo.damo_layout(state)
+        except ValueError as e:
+            raise ValueError(f"{weights}: {e}") from None
+        cfg = load_yaml_dict(cfg or layout.file)[0]
+        nc = nc if nc is not None else damo.damo_classes(state)
+        LOGGER.info(f"{weights}: DAMO-YOLO checkpoint, building {cfg.get('yaml_file', 'its model file')} (nc={nc}) "
+                    "with DAMO's input (RGB 0-255)")
+        deployed = any(".rbr_reparam." in k for k in state)
+        converted = damo.damo_to_project(state, layout, nc)
+        shown_names = dict(zip(converted, state))
+        state = converted
+        model = Model({**cfg, "input": damo.DAMO_INPUT}, nc=nc)
+        if deployed:  # RepConvs saved folded (DAMO's converter): fold ours before loading
+            reparameterize_model(model)
     elif yolox_official.is_official(state):
         state = yolox_official.as_float_tensors(state)
         if cfg is None:
@@ -64,7 +84,7 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         if ckpt.get("names"):
             model.names = list(ckpt["names"])
     load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
-    # official YOLOX's and EasyCV's weights expect their preprocessing: the top-left letterbox
+    # official YOLOX's, EasyCV's and DAMO's weights expect their preprocessing: the top-left letterbox
     model.official = bool(shown_names)
     return model.to(device).eval()
 
@@ -81,7 +101,7 @@ def _state_of(ckpt: dict, weights) -> dict:
 def _nc_of(state: dict) -> int | None:
     """Classes of a state_dict, from the first cls prediction conv of its DetectX layer."""
     for key, value in state.items():
-        if key.endswith("cls_preds.0.weight"):
+        if key.endswith(("cls_preds.0.weight", "gfl_cls.0.weight")):  # DetectX, ZeroHead
             return int(value.shape[0])
     return None
 

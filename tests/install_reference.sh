@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the reference implementations of the tests: official YOLOX (two versions) and EasyCV (YOLOX-PAI).
+# Install the reference implementations of the tests: official YOLOX (two versions), EasyCV (YOLOX-PAI) and
+# modelscope (DAMO-YOLO).
 # 1. yolox 0.3.0 (official 2021-2022, the box_or_center prior) into this environment. Its sdist compiles a
 #    C++ op whose setup.py imports torch, and it pins old onnx versions, hence --no-deps --no-build-isolation
 #    (what it imports at runtime comes with the project's [dev] extra).
@@ -30,4 +31,12 @@ if python -c "import importlib.metadata as m, sys; sys.exit(m.version('pai-easyc
   echo "pai-easycv 0.11.7 already installed"
 else
   python -m pip install -q --no-deps "pai-easycv==0.11.7"
+fi
+# 4. DAMO-YOLO's modules as modelscope ships them (modelscope 1.40.2) with --no-deps: its package __init__ files
+#    import the hub, registries and a training framework; tests/damo_reference.py imports the module files
+#    themselves, unchanged, and reads DAMO's configs and TinyNAS structures from shared/reference/damo_configs.
+if python -c "import importlib.metadata as m, sys; sys.exit(m.version('modelscope') != '1.40.2')" 2>/dev/null; then
+  echo "modelscope 1.40.2 already installed"
+else
+  python -m pip install -q --no-deps "modelscope==1.40.2"
 fi

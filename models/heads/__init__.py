@@ -7,11 +7,12 @@ import json
 from models.heads.base import BoxDecoder, DetectionHead
 from models.heads.tood import TOODHead
 from models.heads.yolox import DetectX, YOLOXDecoder, YOLOXHead
+from models.heads.zero import GFLDecoder, ZeroHead
 
-DECODERS: dict[str, type[BoxDecoder]] = {YOLOXDecoder.name: YOLOXDecoder}
+DECODERS: dict[str, type[BoxDecoder]] = {YOLOXDecoder.name: YOLOXDecoder, GFLDecoder.name: GFLDecoder}
 DEFAULT_DECODER = YOLOXDecoder.name  # files exported before decoders were named hold YOLOX outputs
 
-__all__ = ["BoxDecoder", "DetectionHead", "DetectX", "YOLOXHead", "TOODHead", "DECODERS", "decoder_metadata", "decoder_from_meta"]
+__all__ = ["BoxDecoder", "DetectionHead", "DetectX", "YOLOXHead", "TOODHead", "ZeroHead", "DECODERS", "decoder_metadata", "decoder_from_meta"]
 
 
 def decoder_metadata(decoder: BoxDecoder) -> dict:

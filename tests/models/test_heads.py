@@ -123,9 +123,9 @@ def test_decoder_from_metadata_round_trip_and_unknown_name():
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in decoder_metadata(YOLOXDecoder()).items()}
     assert isinstance(decoder_from_meta(meta), YOLOXDecoder)
     assert isinstance(decoder_from_meta({}), YOLOXDecoder)  # files written before decoders were named
-    with pytest.raises(ValueError, match="need the decoder 'zero'.*known: yolox"):
+    with pytest.raises(ValueError, match="need the decoder 'zero'.*known: gfl, yolox"):
         decoder_from_meta({"decoder": "zero"})
-    assert set(DECODERS) == {"yolox"}
+    assert set(DECODERS) == {"yolox", "gfl"}
 
 
 def test_head_declares_its_loss_and_layouts():

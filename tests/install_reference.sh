@@ -34,7 +34,7 @@ else
 fi
 # 4. DAMO-YOLO's modules as modelscope ships them (modelscope 1.40.2) with --no-deps: its package __init__ files
 #    import the hub, registries and a training framework; tests/damo_reference.py imports the module files
-#    themselves, unchanged, and reads DAMO's configs and TinyNAS structures from shared/reference/damo_configs.
+#    themselves, unchanged, and reads DAMO's configs and TinyNAS structures from tests/data/damo_configs.
 if python -c "import importlib.metadata as m, sys; sys.exit(m.version('modelscope') != '1.40.2')" 2>/dev/null; then
   echo "modelscope 1.40.2 already installed"
 else

@@ -47,7 +47,7 @@ class GFLDecoder(BoxDecoder):
 
     def distances(self, reg: torch.Tensor) -> torch.Tensor:
         """Box logits [..., 4 * (reg_max + 1)] -> expected (l, t, r, b) [..., 4] in strides."""
-        probs = reg.unflatten(-1, (4, self.reg_max + 1)).softmax(-1)
+        probs = reg.reshape(*reg.shape[:-1], 4, self.reg_max + 1).softmax(-1)  # not unflatten: opset 13+ only
         bins = torch.arange(self.reg_max + 1, dtype=probs.dtype, device=probs.device)
         return (probs * bins).sum(-1)
 

@@ -78,9 +78,11 @@ def test_openvino_float32_layouts_without_data(tiny, tmp_path, kwargs, first, mi
     assert [n for n, *_ in c.lines][:len(first)] == first and c.cosine > min_cosine and c.agreement.share > 0.97
 
 
-@pytest.mark.parametrize("name", ["pai_yoloxs_asff_tood3", "pai_yoloxs_asff_sim", "pai_yoloxs_gsconv"])
-def test_yolox_pai_files_convert(tmp_path, name):
-    """GroupNorm, ASFF's Splits, ASFF_sim's strided Slices and GSConv's shuffle through OpenVINO (random weights)."""
+@pytest.mark.parametrize("name", ["pai_yoloxs_asff_tood3", "pai_yoloxs_asff_sim", "pai_yoloxs_gsconv", "damoyolo_t",
+                                  "damoyolo_m"])
+def test_yolox_pai_and_damo_files_convert(tmp_path, name):
+    """GroupNorm, ASFF's Splits, ASFF_sim's strided Slices, GSConv's shuffle and ZeroHead's per-level GFL outputs
+    through OpenVINO (random weights)."""
     pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
     res = export.run(cfg=f"models/{name}.yaml", include=("openvino",), img_size=IMGSZ, deploy=True,
                      output=tmp_path / f"{name}.onnx")

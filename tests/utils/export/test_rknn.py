@@ -82,10 +82,11 @@ def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypat
     assert c.cosine > 0.99999 and c.agreement.share == 1.0
 
 
-@pytest.mark.parametrize("name", ["pai_yoloxs_asff_tood3", "pai_yoloxs_asff_sim", "pai_yoloxs_gsconv"])
-def test_yolox_pai_files_convert(tmp_path, name):
-    """GroupNorm, ASFF's Splits, ASFF_sim's strided Slices and GSConv's shuffle through rknn-toolkit2's
-    builder and simulator (float16, random weights)."""
+@pytest.mark.parametrize("name", ["pai_yoloxs_asff_tood3", "pai_yoloxs_asff_sim", "pai_yoloxs_gsconv", "damoyolo_t",
+                                  "damoyolo_m"])
+def test_yolox_pai_and_damo_files_convert(tmp_path, name):
+    """GroupNorm, ASFF's Splits, ASFF_sim's strided Slices, GSConv's shuffle and ZeroHead's per-level GFL outputs
+    through rknn-toolkit2's builder and simulator (float16, random weights)."""
     pytest.importorskip("rknn.api", reason="rknn-toolkit2 not installed (pip install rknn-toolkit2, own venv)")
     res = export.run(cfg=f"models/{name}.yaml", include=("rknn",), img_size=IMGSZ, deploy=True,
                      output=tmp_path / f"{name}.onnx")

@@ -46,3 +46,18 @@ def test_decoded_layout_puts_the_softmax_expectation_in_the_graph(damo_t, tmp_pa
                        "--output", str(tmp_path / "d.onnx")])
     assert res["layout"] == "decoded" and [c.ok for c in res["verification"]] == [True]
     assert res["report"].op_counts["Softmax"] >= 1
+
+
+def test_yolox_with_a_repgfpn_neck_trains_and_exports(tiny_data, tmp_path):
+    """The families mix by rows: YOLOX-s's backbone and head around DAMO's RepGFPN train with YOLOX's loss."""
+    from tests.support import ROOT, run_train, train_args
+
+    pytest.importorskip("onnxruntime")
+    args = train_args(tiny_data, tmp_path, "mix", epochs=1)
+    args[args.index("--cfg") + 1] = "models/yoloxs_repgfpn.yaml"
+    r = run_train(args, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = export.main(["--weights", str(tmp_path / "mix" / "weights" / "last.pt"), "--include", "onnx", "--simplify",
+                       "--deploy", "--img-size", "64"])
+    assert [c.ok for c in res["verification"]] == [True]
+    assert res["report"].op_counts["BatchNormalization"] == 0 and res["report"].outside.keys() <= {"Slice"}  # Focus

@@ -19,10 +19,12 @@ formulas round differently; outputs are boxes in pixels).
 
 References: official YOLOX (``yolox`` 0.3.0) for the yolox* files, loaded into ours through an
 official-format checkpoint; EasyCV 0.11.7's YOLOX-PAI modules (tests/easycv_reference.py) for the
-pai_* files, built from the same config and loaded by EasyCV's module names. --fuse adds the
-deployed forms: ours folds RepVGG blocks and BatchNorm (model.fuse(), what export.py does);
-official YOLOX its fuse_model; EasyCV what its export does before TorchScript / Blade
-(switch_to_deploy on every RepVGG block, as its reparameterize_models, BatchNorm left unfolded).
+pai_* files, built from the same config and loaded by EasyCV's module names; DAMO-YOLO (modelscope
+1.40.2, tests/damo_reference.py) for the damoyolo_* files, built by DAMO's build_local_model from its
+configs (fed RGB, its outputs laid out as ours). --fuse adds the deployed forms: ours folds RepVGG
+blocks / RepConvs and BatchNorm (model.fuse(), what export.py does); official YOLOX its fuse_model;
+EasyCV and DAMO what their exports do before TorchScript / Blade / TensorRT (switch_to_deploy on every
+RepVGG block or RepConv, BatchNorm left unfolded).
 
 Build time of ours includes the stride dry run at 256x256; official's includes its bias init.
 Latency ratio = reference / ours: above 1 means ours is faster. yoloxs_rslu has no reference; its
@@ -51,15 +53,19 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
+from models.damo import DAMO_LAYOUTS, damo_to_project
 from models.easycv import easycv_to_project
 from models.weights import load_model, load_state_dict_checked
 from models.yolo import Model
+from tests.damo_reference import build_damo_model, damo_configs_root, damo_root
+from tests.damo_reference import deploy as damo_deploy
 from tests.easycv_reference import PAI_CONFIGS, easycv_module, easycv_pai_model, easycv_root
 from tests.reference import OFFICIAL_SIZES, build_official, official_yolox, randomize_bn
 
 # Model -> input side for its GFLOPs and max|diff| (official YOLOX evaluates nano/tiny at 416).
 MODEL_INPUT = {"yoloxn": 416, "yoloxt": 416, "yoloxs": 640, "yoloxm": 640, "yoloxl": 640, "yoloxx": 640,
-               "yoloxs_rslu": 640, **{name: 640 for name in PAI_CONFIGS}}
+               "yoloxs_rslu": 640, **{name: 640 for name in PAI_CONFIGS},
+               **{f"damoyolo_{size}": 640 for size in DAMO_LAYOUTS}}
 # Outputs are boxes in input pixels (up to 640) and probabilities; rounding differences (fusing,
 # channels_last kernels) move float32 boxes by ~1e-5..1e-4, so anything above this means the networks differ.
 DIFF_WARN = 1e-2
@@ -127,7 +133,24 @@ def fused_copy(model: nn.Module, reference: str | None) -> nn.Module:
             if isinstance(m, repvgg):
                 m.switch_to_deploy()
         return model.eval()
+    if reference == "DAMO-YOLO":
+        damo_deploy(model.damo)  # DAMO's converter: every RepConv folded, BatchNorm left for TensorRT
+        return model.eval()
     return model.fuse().eval()
+
+
+class DamoModel(nn.Module):
+    """DAMO's detector on the BGR images ours takes (DAMO's pipeline feeds RGB), its (scores, x1y1x2y2 boxes)
+    written as our eval output [B, N, 5 + nc] (cx, cy, w, h, objectness 1, scores) for max|diff|."""
+
+    def __init__(self, damo: nn.Module):
+        super().__init__()
+        self.damo = damo
+
+    def forward(self, x):
+        scores, boxes = self.damo(x.flip(1))
+        return torch.cat(((boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2],
+                          torch.ones_like(scores[..., :1]), scores), -1)
 
 
 class EasyCVModel(nn.Module):
@@ -181,10 +204,17 @@ def build_reference(name: str, reference: str) -> nn.Module:
     identity and would hide mismatches."""
     if reference == "EasyCV":
         return EasyCVModel(easycv_pai_model(name, nc=80)).eval()
+    if reference == "DAMO-YOLO":
+        return DamoModel(build_damo_model(name[len("damoyolo_"):], nc=80)).eval()
     return randomize_bn(build_official(name)).eval()
 
 
 def ours_with_reference_weights(ref: nn.Module, name: str, reference: str) -> Model:
+    if reference == "DAMO-YOLO":  # the model file's input step flips BGR to RGB, as DamoModel does
+        ours = Model(str(MODELS_DIR / f"{name}.yaml"))
+        layout = DAMO_LAYOUTS[name[len("damoyolo_"):]]
+        load_state_dict_checked(ours, damo_to_project(ref.damo.state_dict(), layout, nc=80), source=f"DAMO {name}")
+        return ours
     if reference == "EasyCV":  # by EasyCV's names; load_model would add EasyCV's input normalisation
         ours = Model(str(MODELS_DIR / f"{name}.yaml"))
         state = {f"{part}.{k}": v for part in ("backbone", "head") for k, v in getattr(ref, part).state_dict().items()}
@@ -208,7 +238,8 @@ def measure_reference(row: Row, ours: Model) -> tuple[nn.Module, Model]:
 
 def reference_of(name: str, available: set) -> str | None:
     """Which reference a model file has, if it is installed."""
-    ref = "official YOLOX" if name in OFFICIAL_SIZES else "EasyCV" if name in PAI_CONFIGS else None
+    ref = ("official YOLOX" if name in OFFICIAL_SIZES else "EasyCV" if name in PAI_CONFIGS
+           else "DAMO-YOLO" if name.startswith("damoyolo_") else None)
     return ref if ref in available else None
 
 
@@ -339,7 +370,9 @@ def main(argv=None) -> int:
     if opt.threads is not None:
         torch.set_num_threads(opt.threads)
     available = {name for name, present in (("official YOLOX", official_yolox() is not None),  # + torchvision stub
-                                            ("EasyCV", easycv_root() is not None)) if present}
+                                            ("EasyCV", easycv_root() is not None),
+                                            ("DAMO-YOLO", damo_root() is not None and damo_configs_root() is not None))
+                 if present}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, references installed: "
           f"{', '.join(sorted(available)) or 'none'}; runs {opt.runs}, warmup {opt.warmup}, "
           f"sizes {opt.sizes}, fuse {opt.fuse}, channels_last {opt.channels_last}; "

@@ -146,7 +146,7 @@ def main(argv=None) -> int:
             if "error" in r:
                 failed.append(f"WARNING: {name} failed: {r['error']}")
             else:
-                assignments[name] = torch.load(save)
+                assignments[name] = torch.load(save, weights_only=True)
             print(f"  {name}: {'FAILED' if 'error' in r else 'done'} in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
     for name in names:

@@ -5,6 +5,8 @@ fit the model fails with the missing, unexpected and mis-shaped keys listed."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
@@ -27,45 +29,14 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     model file their shapes identify; EasyCV's (``{'state_dict': ...}``, training or deployed form)
     likewise, with EasyCV's input (RGB, ImageNet mean and std: models/easycv.py); DAMO-YOLO's
     (``{'model': ...}`` with DAMO's module names) onto models/damoyolo_*.yaml with RGB 0-255 input
-    (models/damo.py). Mismatches fail
-    with the missing and unexpected keys and the shape differences listed.
+    (models/damo.py). Mismatches fail with the missing and unexpected keys and the shape differences listed.
     """
     ckpt = read_checkpoint(weights)
     state = _state_of(ckpt, weights)
     shown_names = {}
-    if easycv.is_easycv(state):
-        state = yolox_official.as_float_tensors(state)
-        try:
-            layout = easycv.easycv_layout(state)
-        except ValueError as e:
-            raise ValueError(f"{weights}: {e}") from None
-        cfg = load_yaml_dict(cfg or layout.file)[0]
-        LOGGER.info(f"{weights}: EasyCV YOLOX-PAI checkpoint, building {cfg.get('yaml_file', 'its model file')} "
-                    "with EasyCV's input (RGB, ImageNet mean and std)")
-        deployed = easycv.is_deployed(state)
-        converted = easycv.easycv_to_project(state, layout)
-        shown_names = dict(zip(converted, state))
-        state = converted
-        model = Model({**cfg, "input": easycv.EASYCV_INPUT}, nc=nc if nc is not None else _nc_of(state))
-        if deployed:  # RepVGG blocks saved folded: fold ours before loading
-            reparameterize_model(model)
-    elif damo.is_damo(state):
-        state = yolox_official.as_float_tensors(state)
-        try:
-            layout = damo.damo_layout(state)
-        except ValueError as e:
-            raise ValueError(f"{weights}: {e}") from None
-        cfg = load_yaml_dict(cfg or layout.file)[0]
-        nc = nc if nc is not None else damo.damo_classes(state)
-        LOGGER.info(f"{weights}: DAMO-YOLO checkpoint, building {cfg.get('yaml_file', 'its model file')} (nc={nc}) "
-                    "with DAMO's input (RGB 0-255)")
-        deployed = any(".rbr_reparam." in k for k in state)
-        converted = damo.damo_to_project(state, layout, nc)
-        shown_names = dict(zip(converted, state))
-        state = converted
-        model = Model({**cfg, "input": damo.DAMO_INPUT}, nc=nc)
-        if deployed:  # RepConvs saved folded (DAMO's converter): fold ours before loading
-            reparameterize_model(model)
+    reference = next((r for r in _REFERENCES if r.recognises(state)), None)
+    if reference is not None:
+        model, state, shown_names = _reference_model(reference, state, weights, cfg, nc)
     elif yolox_official.is_official(state):
         state = yolox_official.as_float_tensors(state)
         if cfg is None:
@@ -87,6 +58,47 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
     # official YOLOX's, EasyCV's and DAMO's weights expect their preprocessing: the top-left letterbox
     model.official = bool(shown_names)
     return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A reference implementation whose checkpoints load by a layout of its module names (models/easycv.py,
+    models/damo.py), with the input its weights expect."""
+
+    name: str
+    recognises: Callable[[dict], bool]
+    layout: Callable[[dict], object]  # ValueError for a checkpoint without a bundled model file
+    classes: Callable[[dict], int]
+    to_project: Callable[[dict, object, int], dict]
+    input: dict
+    input_text: str
+
+
+_REFERENCES = (
+    _Reference("EasyCV YOLOX-PAI", easycv.is_easycv, easycv.easycv_layout, lambda state: _nc_of(state),
+               lambda state, layout, nc: easycv.easycv_to_project(state, layout), easycv.EASYCV_INPUT,
+               "RGB, ImageNet mean and std"),
+    _Reference("DAMO-YOLO", damo.is_damo, damo.damo_layout, damo.damo_classes, damo.damo_to_project, damo.DAMO_INPUT,
+               "RGB 0-255"),
+)
+
+
+def _reference_model(ref: _Reference, state: dict, weights, cfg, nc) -> tuple[Model, dict, dict]:
+    """(model with the reference's input, the state renamed for it, renamed key -> checkpoint key)."""
+    state = yolox_official.as_float_tensors(state)
+    try:
+        layout = ref.layout(state)
+    except ValueError as e:
+        raise ValueError(f"{weights}: {e}") from None
+    cfg = load_yaml_dict(cfg or layout.file)[0]
+    nc = nc if nc is not None else ref.classes(state)
+    LOGGER.info(f"{weights}: {ref.name} checkpoint, building {cfg.get('yaml_file', 'its model file')} (nc={nc}) "
+                f"with its input ({ref.input_text})")
+    converted = ref.to_project(state, layout, nc)
+    model = Model({**cfg, "input": ref.input}, nc=nc)
+    if any(".rbr_reparam." in k for k in state):  # RepVGG blocks / RepConvs saved folded: fold ours first
+        reparameterize_model(model)
+    return model, converted, dict(zip(converted, state))
 
 
 def _state_of(ckpt: dict, weights) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -42,15 +41,10 @@ _BUILDER_PACKAGES = tuple(f"{DAMO}.base_models.{p}" for p in ("backbones", "neck
 def damo_root() -> Path | None:
     """The installed ``damo`` folder (modelscope/models/cv/tinynas_detection/damo), or None. With
     REQUIRE_REFERENCE=1 (CI) a missing one is an error."""
-    try:
-        dist = importlib.metadata.distribution("modelscope")
-    except importlib.metadata.PackageNotFoundError:
-        if os.environ.get("REQUIRE_REFERENCE") == "1":
-            raise
-        return None
-    if dist.version != MODELSCOPE_VERSION:
-        raise ImportError(f"modelscope {dist.version} installed, the tests compare with {MODELSCOPE_VERSION}")
-    return Path(dist.locate_file("modelscope")) / "models" / "cv" / "tinynas_detection" / "damo"
+    from tests.reference import reference_distribution
+
+    dist = reference_distribution("modelscope", MODELSCOPE_VERSION)
+    return None if dist is None else Path(dist.locate_file("modelscope")) / "models" / "cv" / "tinynas_detection" / "damo"
 
 
 def damo_configs_root() -> Path | None:
@@ -308,13 +302,6 @@ class TorchModel(nn.Module):
         super().__init__()
 
 
-def _stub(name: str, **attrs) -> types.ModuleType:
-    module = sys.modules.get(name) or types.ModuleType(name)
-    module.__dict__.update(attrs)
-    sys.modules[name] = module
-    return module
-
-
 def _install_framework_stubs() -> None:
     """What the DAMO module files import but building and running the networks does not use: modelscope's
     TorchModel (above); timm (imported by necks/giraffe_fpn.py, the GiraffeNeck v1 that necks/__init__ imports
@@ -324,24 +311,24 @@ def _install_framework_stubs() -> None:
     ``__init__`` takes from utils/boxes.py, which ZeroHead imports (its NMS path, off here)."""
     if "postprocess" in vars(sys.modules[f"{DAMO}.utils"]):
         return
-    from tests.reference import install_torchvision_stub
+    from tests.reference import install_torchvision_stub, stub_module
 
     def unavailable(*args, **kwargs):
         raise RuntimeError("stub from tests/damo_reference.py: not available")
 
     install_torchvision_stub()
-    _stub("modelscope.models.base.base_torch_model", TorchModel=TorchModel)
+    stub_module("modelscope.models.base.base_torch_model", TorchModel=TorchModel)
     if "timm" not in sys.modules:
         class Swish(nn.Module):  # giraffe_fpn's default activation class, only named at import
             def __init__(self, *args, **kwargs):
                 raise RuntimeError("stub from tests/damo_reference.py: timm's Swish")
 
-        timm = _stub("timm", create_model=unavailable)
-        timm.models = _stub("timm.models")
-        timm.models.layers = _stub("timm.models.layers", Swish=Swish, create_conv2d=unavailable,
+        timm = stub_module("timm", create_model=unavailable)
+        timm.models = stub_module("timm.models")
+        timm.models.layers = stub_module("timm.models.layers", Swish=Swish, create_conv2d=unavailable,
                                    create_pool2d=unavailable, get_act_layer=unavailable)
     if importlib.util.find_spec("thop") is None:
-        _stub("thop", profile=unavailable)
+        stub_module("thop", profile=unavailable)
     boxes = importlib.import_module(f"{DAMO}.utils.boxes")
     sys.modules[f"{DAMO}.utils"].__dict__.update(adjust_box_anns=boxes.adjust_box_anns,
                                                  postprocess=boxes.postprocess)

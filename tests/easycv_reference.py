@@ -9,8 +9,6 @@ files (``easycv.models.utils.ops``) resolve through the same stand-ins.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import os
 import sys
 import types
 from pathlib import Path
@@ -23,15 +21,10 @@ EASYCV_VERSION = "0.11.7"
 
 def easycv_root() -> Path | None:
     """The installed ``easycv`` folder, or None. With REQUIRE_REFERENCE=1 (CI) a missing one is an error."""
-    try:
-        dist = importlib.metadata.distribution("pai-easycv")
-    except importlib.metadata.PackageNotFoundError:
-        if os.environ.get("REQUIRE_REFERENCE") == "1":
-            raise
-        return None
-    if dist.version != EASYCV_VERSION:
-        raise ImportError(f"pai-easycv {dist.version} installed, the tests compare with {EASYCV_VERSION}")
-    return Path(dist.locate_file("easycv"))
+    from tests.reference import reference_distribution
+
+    dist = reference_distribution("pai-easycv", EASYCV_VERSION)
+    return None if dist is None else Path(dist.locate_file("easycv"))
 
 
 def easycv_module(name: str) -> types.ModuleType:
@@ -155,33 +148,26 @@ def normal_init(module, mean=0.0, std=1.0, bias=0.0):
         nn.init.constant_(module.bias, bias)
 
 
-def _stub(name: str, **attrs) -> types.ModuleType:
-    module = sys.modules.get(name) or types.ModuleType(name)
-    module.__dict__.update(attrs)
-    sys.modules[name] = module
-    return module
-
-
 def _install_framework_stubs() -> None:
     """What the YOLOX-PAI module files import but building and running the networks does not use:
-    mmcv (its jit decorator; ConvModule and normal_init for the TOOD head, stand-ins below), EasyCV's registries and builders (registration only), torchvision's
-    box ops (NMS at inference, not in the network). The detection utilities and the loss package
+    mmcv (its jit decorator; ConvModule and normal_init for the TOOD head, stand-ins above), EasyCV's
+    registries and builders (registration only), torchvision's box ops (NMS at inference, not in the network). The detection utilities and the loss package
     get the names those files import from their own module files."""
     if "easycv.models.registry" in sys.modules and hasattr(sys.modules["easycv.models.registry"], "BACKBONES"):
         return
-    from tests.reference import install_torchvision_stub
+    from tests.reference import install_torchvision_stub, stub_module
 
     def unavailable(*args, **kwargs):
         raise RuntimeError("stub from tests/easycv_reference.py: not available")
 
     install_torchvision_stub()
-    _stub("torchvision.ops.boxes", box_area=unavailable, nms=unavailable)
-    _stub("mmcv", jit=lambda **kwargs: (lambda fn: fn))
-    _stub("mmcv.cnn", ConvModule=ConvModule, normal_init=normal_init)
+    stub_module("torchvision.ops.boxes", box_area=unavailable, nms=unavailable)
+    stub_module("mmcv", jit=lambda **kwargs: (lambda fn: fn))
+    stub_module("mmcv.cnn", ConvModule=ConvModule, normal_init=normal_init)
     registries = {n: _Registry(n) for n in ("BACKBONES", "NECKS", "HEADS", "LOSSES", "MODELS", "ATTENTION",
                                             "FEEDFORWARD_NETWORK", "POSITIONAL_ENCODING", "TRANSFORMER")}
-    _stub("easycv.models.registry", **registries)
-    _stub("easycv.models.builder", **registries, build_head=unavailable, build_backbone=unavailable,
+    stub_module("easycv.models.registry", **registries)
+    stub_module("easycv.models.builder", **registries, build_head=unavailable, build_backbone=unavailable,
           build_neck=unavailable, build_model=unavailable)
     utils = sys.modules["easycv.models.detection.utils"]
     boxes = importlib.import_module("easycv.models.detection.utils.boxes")

@@ -26,6 +26,31 @@ OFFICIAL_SIZES = {
 }
 
 
+def stub_module(name: str, **attrs) -> types.ModuleType:
+    """sys.modules[name], created empty if absent, with ``attrs`` set: a stand-in for what a reference's
+    module files import but building and running its networks does not use."""
+    module = sys.modules.get(name) or types.ModuleType(name)
+    module.__dict__.update(attrs)
+    sys.modules[name] = module
+    return module
+
+
+def reference_distribution(name: str, version: str):
+    """The installed distribution ``name`` (importlib.metadata), or None when absent; a missing one is an
+    error with REQUIRE_REFERENCE=1 (CI), another version always: the tests compare with ``version``."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        if os.environ.get("REQUIRE_REFERENCE") == "1":
+            raise
+        return None
+    if dist.version != version:
+        raise ImportError(f"{name} {dist.version} installed, the tests compare with {version}")
+    return dist
+
+
 def install_torchvision_stub() -> None:
     """Put a minimal ``torchvision`` in sys.modules when the real one cannot be imported."""
     if "torchvision" in sys.modules:

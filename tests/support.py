@@ -178,3 +178,25 @@ def train_args(data, project, name, epochs: int = 2) -> list[str]:
     """A quick CPU run of yoloxn at 64 px, batch 8, on ``data`` (tiny_data)."""
     return ["--data", str(data), "--cfg", "models/yoloxn.yaml", "--img-size", "64", "--batch-size", "8",
             "--epochs", str(epochs), "--workers", "0", "--device", "cpu", "--project", str(project), "--name", name]
+
+
+def losses_on_fixed_batch(model, tiny_data, steps: int, lr: float = 0.01) -> list[float]:
+    """The training loss of ``steps`` SGD steps on the first batch (8 images at 64 px) of the tiny demo
+    set, with the loss the model's head declares."""
+    from utils.data.datasets import create_dataloader
+    from utils.loss import build_loss
+    from utils.train.optim import build_optimizer
+
+    model.train()
+    loader, _ = create_dataloader(str(tiny_data.parent / "ds" / "images" / "train"), 64, 8, 32, nc=model.nc, workers=0)
+    images, targets, _, _ = next(iter(loader))
+    loss_fn = build_loss(model, {})
+    opt = build_optimizer(model, lr, 0.9, 5e-4)
+    losses = []
+    for _ in range(steps):
+        loss, _ = loss_fn(model(images.float()), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

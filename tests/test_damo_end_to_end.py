@@ -9,6 +9,7 @@ import torch
 import export
 import val
 from models.yolo import Model
+from tests.support import losses_on_fixed_batch
 from utils.checkpoints import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -80,21 +81,7 @@ def test_damoyolo_t_trains_with_the_gfl_loss(tiny_data, tmp_path):
 def test_loss_falls_on_fixed_images(tiny_data):
     """60 steps on 8 fixed images: DAMO-YOLO-T's loss falls by a quarter at least (slowly at first: the QFL
     and the score-weighted box terms start from the 0.01 class prior)."""
-    from utils.data.datasets import create_dataloader
-    from utils.loss import build_loss
-    from utils.train.optim import build_optimizer
-
     torch.manual_seed(0)
-    model = Model("models/damoyolo_t.yaml", nc=8).train()
-    loader, _ = create_dataloader(str(tiny_data.parent / "ds" / "images" / "train"), 64, 8, 32, nc=8, workers=0)
-    images, targets, _, _ = next(iter(loader))
-    loss_fn = build_loss(model, {})
-    opt = build_optimizer(model, 0.01, 0.9, 5e-4)
-    losses = []
-    for _ in range(60):
-        loss, _ = loss_fn(model(images.float()), targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    model = Model("models/damoyolo_t.yaml", nc=8)
+    losses = losses_on_fixed_batch(model, tiny_data, 60)
     assert all(math.isfinite(x) for x in losses) and sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, losses

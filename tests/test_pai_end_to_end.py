@@ -9,7 +9,7 @@ import export
 import val
 from models.weights import load_model
 from models.yolo import Model
-from tests.support import ROOT, run_train, train_args
+from tests.support import ROOT, losses_on_fixed_batch, run_train, train_args
 
 PAI_FILES = ["pai_yoloxs", "pai_yoloxs_asff", "pai_yoloxs_asff_sim", "pai_yoloxs_asff_tood3", "pai_yoloxs_gsconv"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,23 +39,9 @@ def test_trains_evaluates_and_exports_deployed(tiny_data, tmp_path, name):
 @pytest.mark.parametrize("name", ["pai_yoloxs_asff", "pai_yoloxs_asff_tood3", "pai_yoloxs_gsconv"])
 def test_loss_falls_on_fixed_images(tiny_data, name):
     """30 steps on 8 fixed images: the loss falls by a quarter at least (every new block gets gradients)."""
-    from utils.data.datasets import create_dataloader
-    from utils.loss import ComputeXLoss
-    from utils.train.optim import build_optimizer
-
     torch.manual_seed(0)
-    model = Model(f"models/{name}.yaml", nc=8).train()
-    loader, _ = create_dataloader(str(tiny_data.parent / "ds" / "images" / "train"), 64, 8, 32, nc=8, workers=0)
-    images, targets, _, _ = next(iter(loader))
-    loss_fn = ComputeXLoss(model, {})
-    opt = build_optimizer(model, 0.01, 0.9, 5e-4)
-    losses = []
-    for _ in range(30):
-        loss, _ = loss_fn(model(images.float()), targets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    model = Model(f"models/{name}.yaml", nc=8)
+    losses = losses_on_fixed_batch(model, tiny_data, 30)
     assert all(math.isfinite(x) for x in losses) and sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5, losses
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, no_grad[:5]

@@ -21,8 +21,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from utils.boxes import cxcywh_to_xyxy
 from utils.grid import GridCache
 from utils.loss.align_ota import AlignOTAResult, align_ota_assign
+from utils.loss.targets import targets_in_pixels
 
 QFL_BETA = 2.0
 GIOU_WEIGHT = 2.0
@@ -106,17 +108,8 @@ class ComputeGFLLoss:
 
     def _targets(self, targets, preds):
         """[M, 6] normalised rows -> (image index [T], class [T], x1y1x2y2 pixels [T, 4]), sorted by image."""
-        B, device = preds[0].shape[0], preds[0].device
-        in_h, in_w = preds[0].shape[2] * self.strides[0], preds[0].shape[3] * self.strides[0]
-        targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
-        if targets.shape[0]:
-            bad = (targets[:, 0] < 0) | (targets[:, 0] >= B) | (targets[:, 1] < 0) | (targets[:, 1] >= self.nc)
-            if bool(bad.any()):
-                raise ValueError(f"targets hold image indices outside [0, {B}) or classes outside [0, {self.nc})")
-        targets = targets[torch.argsort(targets[:, 0], stable=True)]
-        xywh = targets[:, 2:6] * torch.tensor([in_w, in_h, in_w, in_h], device=device)
-        xyxy = torch.cat((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
-        return targets[:, 0].long(), targets[:, 1].long(), xyxy
+        img, cls, cxcywh = targets_in_pixels(targets, preds, self.strides[0], self.nc)
+        return img, cls, cxcywh_to_xyxy(cxcywh)
 
 
 def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:

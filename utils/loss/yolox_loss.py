@@ -21,6 +21,7 @@ from utils.loss.box_losses import BOX_LOSSES
 from utils.grid import GridCache
 from utils.loss.simota import Assignment
 from utils.loss.simota_sparse import simota_assign
+from utils.loss.targets import targets_in_pixels
 
 IOU_WEIGHT = 5.0
 
@@ -113,15 +114,4 @@ class ComputeXLoss:
 
     def _targets(self, targets, preds):
         """[M, 6] normalised rows -> (image index [T], class [T], cxcywh pixels [T, 4]), sorted by image."""
-        B, device = preds[0].shape[0], preds[0].device
-        in_h, in_w = preds[0].shape[2] * self.strides[0], preds[0].shape[3] * self.strides[0]
-        targets = targets.to(device=device, dtype=torch.float32).reshape(-1, 6)
-        if targets.shape[0]:
-            bad_img = (targets[:, 0] < 0) | (targets[:, 0] >= B)
-            bad_cls = (targets[:, 1] < 0) | (targets[:, 1] >= self.nc)
-            if bool(bad_img.any() | bad_cls.any()):
-                raise ValueError(f"targets hold image indices outside [0, {B}) or classes outside [0, {self.nc})")
-        order = torch.argsort(targets[:, 0], stable=True)
-        targets = targets[order]
-        scale = torch.tensor([in_w, in_h, in_w, in_h], device=device, dtype=torch.float32)
-        return targets[:, 0].long(), targets[:, 1].long(), targets[:, 2:6] * scale
+        return targets_in_pixels(targets, preds, self.strides[0], self.nc)

@@ -7,6 +7,7 @@
 yolox_loss    ComputeXLoss: official YOLOX's IoU, objectness, class and L1 terms
 gfl_loss      ComputeGFLLoss: DAMO-YOLO's QFL, GIoU and DFL for ZeroHead
 align_ota     DAMO-YOLO's AlignOTA assignment, batched
+distill       DAMO-YOLO's channel-wise feature distillation (its loss and weight schedule)
 simota        SimOTA's rules (priors, geometry, costs, dynamic k), written once
 simota_sparse the fast batched SimOTA the loss runs
 simota_dense  the same assignment from dense [GTs, candidates] tensors: the reference of the tests

@@ -58,7 +58,8 @@ def test_resume_after_sigkill_finishes_all_epochs(tiny_data, tmp_path):
     assert r.returncode != 0 and "already finished" in r.stderr
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
+@pytest.mark.parametrize("cfg", ["models/yoloxn.yaml", "models/damoyolo_t.yaml"])  # YOLOX's loss, DAMO's
+def test_resume_continues_exactly(tiny_data, tmp_path, cfg):
     """Resuming from an epoch checkpoint ends with the weights of the uninterrupted run: schedule position,
     optimizer, EMA, augmentation per epoch and the mosaic switch all carry over."""
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
@@ -66,6 +67,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
     args = train_args(tiny_data, tmp_path, "straight", epochs=3) + ["--save-period", "1", "--noval", "--noplots",
                                                                    "--hyp", str(tmp_path / "hyp.yaml")]
+    args[args.index("--cfg") + 1] = cfg
     r = run_train(args, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     weights = tmp_path / "straight" / "weights"
@@ -80,9 +82,12 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
             torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
 
 
-def test_ddp_two_cpu_processes(tiny_data, tmp_path):
+@pytest.mark.parametrize("cfg", ["models/yoloxn.yaml", "models/damoyolo_t.yaml"])  # DAMO's loss all-reduces
+def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg):
+    args = train_args(tiny_data, tmp_path, "ddp", epochs=1)
+    args[args.index("--cfg") + 1] = cfg
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(ROOT / "train.py"), *train_args(tiny_data, tmp_path, "ddp", epochs=1)]
+           str(ROOT / "train.py"), *args]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -113,8 +113,10 @@ class ComputeGFLLoss:
 
 
 def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    """DAMO's reduce_mean: the value averaged over the DDP ranks (itself without DDP)."""
-    if dist.is_available() and dist.is_initialized():
+    """DAMO's reduce_mean: the value averaged over the DDP ranks (itself without DDP). Only in training steps
+    (gradients on): validation losses run on rank 0 alone, under no_grad, and a collective there would wait
+    for ranks that never join it."""
+    if torch.is_grad_enabled() and dist.is_available() and dist.is_initialized():
         t = t.clone()
         dist.all_reduce(t.div_(dist.get_world_size()))
     return t

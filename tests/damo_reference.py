@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tests.reference import randomize_norms
+
 MODELSCOPE_VERSION = "1.40.2"
 DAMO = "modelscope.models.cv.tinynas_detection.damo"
 DAMO_SIZES = ("t", "s", "m", "l")
@@ -236,20 +238,6 @@ def build_damo_model(size: str, nc: int = 80, seed: int = 0) -> nn.Module:
         for scale in model.head.scales:
             scale.scale.copy_(torch.rand((), generator=g) + 0.5)
     return model.eval()
-
-
-def randomize_norms(module: nn.Module, seed: int = 0) -> None:
-    """Random BN statistics and affine values (with DAMO's eps 1e-3 / momentum 0.03, which its detector's
-    ``init_bn`` sets on every BatchNorm2d)."""
-    g = torch.Generator().manual_seed(seed)
-    for norm in module.modules():
-        if isinstance(norm, nn.BatchNorm2d):
-            n = norm.num_features
-            norm.eps, norm.momentum = 1e-3, 0.03
-            norm.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            norm.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            norm.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            norm.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
 
 
 def deploy(model: nn.Module) -> nn.Module:

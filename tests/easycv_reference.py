@@ -13,8 +13,9 @@ import sys
 import types
 from pathlib import Path
 
-import torch
 from torch import nn
+
+from tests.reference import randomize_norms  # noqa: F401  (re-exported: the tests import it from here)
 
 EASYCV_VERSION = "0.11.7"
 
@@ -72,22 +73,6 @@ def easycv_pai_model(name: str, nc: int = 8, seed: int = 0) -> nn.ModuleDict:
 def easycv_forward(ref: nn.ModuleDict, x):
     """EasyCV's YOLOX.forward in eval mode: decoded [B, anchors, 5 + nc]."""
     return ref["head"](ref["backbone"](x))
-
-
-def randomize_norms(module: nn.Module, seed: int = 0) -> None:
-    """Random BN statistics and affine values (EasyCV YOLOX's eps 1e-3 / momentum 0.03, which its
-    detector sets on every BatchNorm2d as official YOLOX does) and random GroupNorm affine values."""
-    g = torch.Generator().manual_seed(seed)
-    for norm in module.modules():
-        if isinstance(norm, nn.BatchNorm2d):
-            n = norm.num_features
-            norm.eps, norm.momentum = 1e-3, 0.03
-            norm.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            norm.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
-            n = norm.weight.numel()
-            norm.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            norm.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
 
 
 class _Registry:

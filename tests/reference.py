@@ -103,6 +103,22 @@ def build_official(name: str, nc: int = 80, act: str = "silu") -> nn.Module:
 
 
 @torch.no_grad()
+def randomize_norms(module: nn.Module, seed: int = 0) -> None:
+    """Random BN statistics and affine values, with eps 1e-3 / momentum 0.03 (what EasyCV's and DAMO's
+    detectors set on every BatchNorm2d, as official YOLOX does), and random GroupNorm affine values."""
+    g = torch.Generator().manual_seed(seed)
+    for norm in module.modules():
+        if isinstance(norm, nn.BatchNorm2d):
+            n = norm.num_features
+            norm.eps, norm.momentum = 1e-3, 0.03
+            norm.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
+            norm.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        if isinstance(norm, (nn.BatchNorm2d, nn.GroupNorm)):
+            n = norm.weight.numel()
+            norm.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            norm.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+
+
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random BatchNorm affine parameters and statistics, so that eval outputs test every weight."""
     g = torch.Generator().manual_seed(seed)

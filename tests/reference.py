@@ -102,7 +102,6 @@ def build_official(name: str, nc: int = 80, act: str = "silu") -> nn.Module:
     return model
 
 
-@torch.no_grad()
 def randomize_norms(module: nn.Module, seed: int = 0) -> None:
     """Random BN statistics and affine values, with eps 1e-3 / momentum 0.03 (what EasyCV's and DAMO's
     detectors set on every BatchNorm2d, as official YOLOX does), and random GroupNorm affine values."""
@@ -119,6 +118,7 @@ def randomize_norms(module: nn.Module, seed: int = 0) -> None:
             norm.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
 
 
+@torch.no_grad()
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random BatchNorm affine parameters and statistics, so that eval outputs test every weight."""
     g = torch.Generator().manual_seed(seed)

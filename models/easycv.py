@@ -52,11 +52,6 @@ def is_easycv(state_dict: dict) -> bool:
     return any(k.startswith(_STAGE0) for k in state_dict)
 
 
-def is_deployed(state_dict: dict) -> bool:
-    """RepVGG blocks already folded (EasyCV's export calls switch_to_deploy)."""
-    return any(".rbr_reparam." in k for k in state_dict)
-
-
 def easycv_layout(state_dict: dict) -> EasyCVLayout:
     """The layout of an EasyCV checkpoint, told by its module names; ValueError for a combination
     without a bundled model file."""

@@ -98,6 +98,11 @@ def _fold(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch
     return kernel * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
 
 
+def has_folded_blocks(state_dict: dict) -> bool:
+    """A state_dict saved after folding (EasyCV's and DAMO's exports call switch_to_deploy): rbr_reparam keys."""
+    return any(".rbr_reparam." in k for k in state_dict)
+
+
 def reparameterize_model(model: nn.Module) -> int:
     """Fold every RepVGG block of model into one conv; returns how many were folded."""
     blocks = [m for m in model.modules() if isinstance(m, RepVGGBlock) and not hasattr(m, "rbr_reparam")]  # RepConv too

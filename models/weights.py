@@ -13,7 +13,7 @@ from torch import nn
 from models import damo, easycv, yolox_official
 from models.input_norm import input_norm_from
 from models.parser import load_yaml_dict
-from models.repvgg import reparameterize_model
+from models.repvgg import has_folded_blocks, reparameterize_model
 from models.yolo import Model
 from utils.checkpoints import read_checkpoint
 
@@ -96,7 +96,7 @@ def _reference_model(ref: _Reference, state: dict, weights, cfg, nc) -> tuple[Mo
                 f"with its input ({ref.input_text})")
     converted = ref.to_project(state, layout, nc)
     model = Model({**cfg, "input": ref.input}, nc=nc)
-    if any(".rbr_reparam." in k for k in state):  # RepVGG blocks / RepConvs saved folded: fold ours first
+    if has_folded_blocks(state):  # RepVGG blocks / RepConvs saved folded: fold ours first
         reparameterize_model(model)
     return model, converted, dict(zip(converted, state))
 
@@ -164,7 +164,7 @@ def load_pretrained(model: Model, weights, log=LOGGER) -> None:
 
 def _easycv_training_start(model: Model, state: dict, weights, log) -> dict:
     """EasyCV keys renamed for ``model``, whose input becomes EasyCV's: its weights expect RGB, normalised."""
-    if easycv.is_deployed(state):
+    if has_folded_blocks(state):
         raise ValueError(f"{weights}: a deployed EasyCV checkpoint (RepVGG blocks folded) cannot train: "
                          "start from the training checkpoint")
     try:

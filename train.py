@@ -5,6 +5,7 @@
         --weights '' --batch-size 64 --epochs 150 --img-size 640
     python -m torch.distributed.run --nproc_per_node 2 train.py ... --device 0,1    # DDP
     python train.py --resume             # continue the latest run where it stopped
+    python train.py --cfg models/damoyolo_t.yaml --hyp data/hyps/hyp.damo.yaml --teacher damoyolo_s_best.pt
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def parse_opt(argv=None):
     p = argparse.ArgumentParser(description="Train a YAML YOLOX model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cfg", default=None, help="model YAML (default: yoloxn on the demo set, yoloxs otherwise)")
     p.add_argument("--weights", default="", help="initial weights: a project checkpoint or an official YOLOX .pth; '' = scratch")
+    p.add_argument("--teacher", default="", help="distil the neck outputs of this checkpoint's model (DAMO-YOLO's "
+                                                 "channel-wise distillation): any family with the student's strides")
+    p.add_argument("--teacher-cfg", default="", help="the teacher's model YAML, for an official YOLOX, EasyCV or "
+                                                     "DAMO-YOLO checkpoint (default: the file its keys identify)")
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
     p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.demo.yaml on the demo set, "
                                                "hyp.scratch.yolox.yaml otherwise)")
@@ -64,6 +69,8 @@ def parse_opt(argv=None):
     p.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=-1, help="set by torch.distributed.launch")
     p.add_argument("--verbose", action="store_true", help="show the traceback of errors in the input, not one line")
     opt = p.parse_args(argv)
+    if opt.teacher_cfg and not opt.teacher:
+        p.error("--teacher-cfg names the model of a --teacher checkpoint; give --teacher too")
     if opt.freeze == [0]:
         opt.freeze = []
     return opt

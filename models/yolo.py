@@ -16,6 +16,7 @@ from models.common import Conv
 from models.fuse import fuse_model
 from models.heads import DetectionHead, DetectX
 from models.input_norm import input_norm_from
+from models.neck import neck_layers
 from models.parser import LayerInfo, ModelConfigError, load_yaml_dict, parse_model
 
 __all__ = ["Model", "parse_model", "DetectX", "ModelConfigError"]
@@ -34,6 +35,8 @@ class Model(nn.Module):
             LOGGER.info(f"Overriding nc={self.yaml.get('nc')} of {self.yaml_source} with nc={nc}")
             self.yaml["nc"] = nc
         self.model, self.save, self.layer_infos = parse_model(self.yaml, ch=ch, source=self.yaml_source)
+        self.neck = neck_layers(self.model, self.yaml, self.yaml_source)  # what --teacher distils
+        self.save = sorted(set(self.save) | set(self.neck))
         try:  # what the weights expect of a BGR 0-255 image (models/input_norm.py); None: the image as is
             self.input_norm = input_norm_from(self.yaml.get("input"), self.yaml_source)
         except ValueError as e:
@@ -46,7 +49,7 @@ class Model(nn.Module):
         self.nc = self.yaml.get("nc")
         names = self.yaml.get("names")
         self.names = list(names) if names else ([str(i) for i in range(self.nc)] if self.nc else [])
-        self.stride = self._find_strides()
+        self.stride, self.neck_channels = self._dry_run()
         if self.detect is not None:
             self.detect.stride = self.stride
         self._initialize(self.yaml.get("init", "default"))
@@ -58,15 +61,30 @@ class Model(nn.Module):
         return last if isinstance(last, DetectionHead) else None
 
     # ---- forward -------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor):
-        return self._run(x)
+    def forward(self, x: torch.Tensor, neck: bool = False):
+        """The head's output; with ``neck=True`` (output, neck outputs): one forward that a DDP wrapper
+        sees whole, for feature distillation (train.py --teacher)."""
+        if not neck:
+            return self._run(x)
+        return self._run(x, keep=self._neck_or_fail())
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The head's inputs: every layer but the head (exporters and one-forward evaluation call the
         head's own methods on them)."""
         return self._run(x, stop_at_detect=True)
 
-    def _run(self, x, stop_at_detect: bool = False, name_errors: bool = False):
+    def neck_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The neck's outputs, one per level (models/neck.py), computing no layer after the last of them."""
+        return self._run(x, keep=self._neck_or_fail(), stop_after=max(self.neck))[1]
+
+    def _neck_or_fail(self) -> list[int]:
+        if not self.neck:
+            raise ModelConfigError(f"{self.yaml_source}: no detection head, so no neck outputs to distil")
+        return self.neck
+
+    def _run(self, x, stop_at_detect: bool = False, name_errors: bool = False, keep=None, stop_after=None):
+        """The graph on ``x``: the head's output, or its inputs (``stop_at_detect``); with ``keep``, also
+        the outputs of those layers, as (output, [kept]), stopping after layer ``stop_after`` if given."""
         if self.input_norm is not None:
             x = self.input_norm(x)
         outputs = []  # outputs[j]: output of layer j when a later layer reads it, else None
@@ -74,7 +92,7 @@ class Model(nn.Module):
             if m.f != m.i - 1:
                 x = outputs[m.f] if isinstance(m.f, int) else [x if j == m.i - 1 else outputs[j] for j in m.f]
             if stop_at_detect and m is self.detect:
-                return x
+                break
             if name_errors:
                 try:
                     x = m(x)
@@ -85,26 +103,30 @@ class Model(nn.Module):
             else:
                 x = m(x)
             outputs.append(x if m.i in self.save else None)
-        return x
+            if m.i == stop_after:
+                break
+        return x if keep is None else (x, [outputs[j] for j in keep])
 
     @torch.no_grad()
-    def _find_strides(self) -> torch.Tensor:
-        """Level strides from a dry run in eval mode (BatchNorm statistics stay untouched)."""
+    def _dry_run(self) -> tuple[torch.Tensor, list[int]]:
+        """(level strides, channels of the neck outputs) from a dry run in eval mode (BatchNorm statistics
+        stay untouched)."""
         was_training = self.training
         self.eval()
         try:
             x = torch.zeros(1, self.ch, DRY_RUN_SIZE, DRY_RUN_SIZE)
-            feats = self._run(x, stop_at_detect=True, name_errors=True)
+            feats, necks = self._run(x, stop_at_detect=True, name_errors=True, keep=self.neck)
         finally:
             self.train(was_training)
+        channels = [int(f.shape[1]) for f in necks]
         if self.detect is None:
             feats = feats if isinstance(feats, list) else [feats]
-            return torch.tensor([DRY_RUN_SIZE / f.shape[-2] for f in feats])
+            return torch.tensor([DRY_RUN_SIZE / f.shape[-2] for f in feats]), channels
         try:
             sizes = self.detect.level_sizes(feats)
         except ValueError as e:
             raise ModelConfigError(f"{self.yaml_source}: layer {self.detect.i}: {e}") from None
-        return torch.tensor([DRY_RUN_SIZE / h for h, _ in sizes])
+        return torch.tensor([DRY_RUN_SIZE / h for h, _ in sizes]), channels
 
     def _initialize(self, init: str) -> None:
         """Conv weights: PyTorch's default (as official YOLOX) or Kaiming-normal for ReLU convs."""

@@ -58,16 +58,32 @@ def test_resume_after_sigkill_finishes_all_epochs(tiny_data, tmp_path):
     assert r.returncode != 0 and "already finished" in r.stderr
 
 
-@pytest.mark.parametrize("cfg", ["models/yoloxn.yaml", "models/damoyolo_t.yaml"])  # YOLOX's loss, DAMO's
-def test_resume_continues_exactly(tiny_data, tmp_path, cfg):
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    """A random DAMO-YOLO-S in this project's checkpoint format: a teacher of another family and width."""
+    from utils.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    teacher = Model("models/damoyolo_s.yaml", nc=8)
+    path = tmp_path_factory.mktemp("teacher") / "damoyolo_s.pt"
+    save_checkpoint(path, {"model": teacher.state_dict(), "yaml": teacher.yaml, "names": teacher.names})
+    return path
+
+
+@pytest.mark.parametrize("cfg, distil", [("models/yoloxn.yaml", False), ("models/damoyolo_t.yaml", False),
+                                         ("models/damoyolo_t.yaml", True)])  # YOLOX's loss, DAMO's, + --teacher
+def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
     """Resuming from an epoch checkpoint ends with the weights of the uninterrupted run: schedule position,
-    optimizer, EMA, augmentation per epoch and the mosaic switch all carry over."""
+    optimizer, EMA, augmentation per epoch and the mosaic switch all carry over; under --teacher the align
+    convs and the distillation weight's position too."""
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
     hyp.update(warmup_epochs=0, nbs=24)  # steps of 3 batches of 8, across the epochs' ends (2 batches each)
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
     args = train_args(tiny_data, tmp_path, "straight", epochs=3) + ["--save-period", "1", "--noval", "--noplots",
                                                                    "--hyp", str(tmp_path / "hyp.yaml")]
     args[args.index("--cfg") + 1] = cfg
+    if distil:
+        args += ["--teacher", str(request.getfixturevalue("teacher_ckpt"))]
     r = run_train(args, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     weights = tmp_path / "straight" / "weights"
@@ -77,15 +93,20 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     resumed = torch.load(weights / "last.pt", weights_only=True)
     assert resumed["epoch"] == 2 and resumed["updates"] == straight["updates"]
-    for part in ("model", "ema"):
+    assert ("distill" in straight) == distil
+    for part in ("model", "ema") + (("distill",) if distil else ()):
         for k, v in straight[part].items():
             torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
 
 
-@pytest.mark.parametrize("cfg", ["models/yoloxn.yaml", "models/damoyolo_t.yaml"])  # DAMO's loss all-reduces
-def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg):
+@pytest.mark.parametrize("cfg, distil", [("models/yoloxn.yaml", False),
+                                         ("models/damoyolo_t.yaml", False),  # DAMO's loss all-reduces
+                                         ("models/yoloxn.yaml", True)])  # the align convs are a second DDP module
+def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, distil, request):
     args = train_args(tiny_data, tmp_path, "ddp", epochs=1)
     args[args.index("--cfg") + 1] = cfg
+    if distil:
+        args += ["--teacher", str(request.getfixturevalue("teacher_ckpt"))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "train.py"), *args]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -93,6 +114,14 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "ddp" / "weights" / "last.pt").is_file()
     assert not (tmp_path / "ddp2").exists()  # one run folder, written by rank 0 only
+    if distil:  # a loss column of its own; the align convs go into last.pt for --resume, not into the model
+        columns = next(csv.reader(open(tmp_path / "ddp" / "results.csv")))
+        assert "train/distill" in columns and "val/distill" not in columns
+        assert "teacher forward:" in r.stdout + r.stderr
+        last = tmp_path / "ddp" / "weights" / "last.pt"
+        assert torch.load(last, weights_only=True)["distill"]["align_module.0.weight"].shape == (128, 64, 1, 1)
+        assert sum(p.numel() for p in load_model(last).parameters()) == sum(
+            p.numel() for p in Model(cfg, nc=8).parameters())
 
 
 def test_legacy_launch_passes_local_rank(tiny_data, tmp_path):

@@ -34,11 +34,13 @@ from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_dis
 from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
 from utils.loss import build_loss
+from utils.loss.distill import ChannelDistillation, distill_weight
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
 from utils.train.memory_format import training_memory_format
 from utils.train.optim import build_optimizer
 from utils.train.schedule import LRSchedule, warmup
+from utils.train.teacher import Teacher
 
 LOGGER = logging.getLogger("yolox5.train")
 MAX_BAD_STEPS = 10          # consecutive non-finite losses before the run stops
@@ -47,9 +49,10 @@ MULTISCALE_RANGE = (0.75, 1.25)  # official YOLOX: 480-800 at 640
 METRIC_KEYS = ["metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95"]
 
 
-def result_keys(loss_items) -> list[str]:
-    """results.csv's columns after the epoch: train losses, metrics, val losses, the groups' learning rates."""
-    return ([f"train/{n}" for n in loss_items] + METRIC_KEYS + [f"val/{n}" for n in loss_items]
+def result_keys(train_items, val_items) -> list[str]:
+    """results.csv's columns after the epoch: train losses (with distillation's, under --teacher),
+    metrics, val losses, the groups' learning rates."""
+    return ([f"train/{n}" for n in train_items] + METRIC_KEYS + [f"val/{n}" for n in val_items]
             + ["x/lr0", "x/lr1", "x/lr2"])
 
 
@@ -95,7 +98,8 @@ class Trainer:
         self._wrap_ddp()
         self.compute_loss = build_loss(self.model, self.hyp)  # the loss the model's head declares
         self.val_loss = build_loss(self.model, self.hyp)  # its own L1 switch and grid cache
-        self.loss_items = tuple(self.compute_loss.item_names)
+        self.val_items = tuple(self.val_loss.item_names)
+        self.loss_items = self.val_items + (("distill",) if self.distill is not None else ())
 
     # ---- set-up ---------------------------------------------------------------------------------
     @staticmethod
@@ -145,6 +149,7 @@ class Trainer:
         if opt.weights and not self.resume_ckpt:
             load_pretrained(self.model, opt.weights, LOGGER)
         self.model = self.model.to(memory_format=self.memory_format)
+        self._build_distillation()
         self.stride = int(self.model.stride.max())
         if opt.imgsz % self.stride:
             raise ValueError(f"--img-size {opt.imgsz} must be a multiple of the largest stride {self.stride}")
@@ -157,6 +162,30 @@ class Trainer:
             LOGGER.warning("WARNING --sync-bn needs DDP on CUDA (torch.distributed.run with --device 0,1,...); "
                            "training with plain BatchNorm")
         self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
+
+    def _build_distillation(self):
+        """--teacher: the frozen teacher and the align convs of DAMO's channel-wise distillation."""
+        self.teacher = self.distill = None
+        opt = self.opt
+        if not getattr(opt, "teacher", None):
+            return
+        self.teacher = Teacher.load(opt.teacher, getattr(opt, "teacher_cfg", None), self.model, self.device,
+                                    self.memory_format)
+        self.distill = ChannelDistillation(self.model.neck_channels, self.teacher.channels).to(self.device)
+        if self.main:
+            LOGGER.info(self.teacher.describe())
+            align = sum(p.numel() for p in self.distill.parameters())
+            LOGGER.info(f"distillation: channel-wise (DAMO-YOLO's cwd) of the student's neck outputs "
+                        f"{self.model.neck_channels} -> {self.teacher.channels} through {align:,} align-conv "
+                        f"parameters, weight 1.0 -> {distill_weight(1, 1):.1f} by cosine over all iterations")
+            student = sum(p.numel() for p in self.model.parameters())
+            if self.teacher.params <= student:
+                LOGGER.warning(f"WARNING --teacher {opt.teacher} has {self.teacher.params:,} parameters, the student "
+                               f"{student:,}: a teacher usually helps when it is the larger, better model")
+
+    def _trainable(self) -> torch.nn.Module:
+        """What the optimizer steps: the model, and the align convs under --teacher."""
+        return self.model if self.distill is None else torch.nn.ModuleList([self.model, self.distill])
 
     def _cores(self) -> int:
         return max((os.cpu_count() or 1) // self.ctx.world_size, 1)
@@ -184,6 +213,7 @@ class Trainer:
             workers=workers, shuffle=True, seed=opt.seed, rank=self.ctx.rank, prefix="train: ", nc=self.data["nc"],
             single_cls=opt.single_cls, **split_source(self.data, "train"))
         self.nb = len(self.train_loader)
+        self.total_steps = opt.epochs * self.nb  # the distillation weight's cosine spans them all
         if self.device.type == "cpu":  # leave cores to the loader workers: oversubscribed OpenMP threads spin
             torch.set_num_threads(max(self._cores() - self.train_loader.num_workers, 1))
         self.no_aug_epochs = min(int(hyp["no_aug_epochs"]), max(opt.epochs // 4, 1))
@@ -201,7 +231,7 @@ class Trainer:
         self.nbs = hyp["nbs"]
         self.accumulate = max(round(self.nbs / self.batch_total), 1)
         decay = hyp["weight_decay"] * self.batch_total * self.accumulate / self.nbs
-        self.optimizer = build_optimizer(self.model, hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"],
+        self.optimizer = build_optimizer(self._trainable(), hyp["lr0"], hyp["momentum"], decay, hyp["nesterov"],
                                          hyp.get("optimizer", "SGD"))
         kind = "cos" if opt.cos_lr and hyp["scheduler"] == "linear" else hyp["scheduler"]
         self.schedule = LRSchedule(kind, opt.epochs, hyp["lrf"], hyp["warmup_epochs"], self.no_aug_epochs)
@@ -223,6 +253,10 @@ class Trainer:
         if ckpt is None:
             return
         self.model.load_state_dict(ckpt["model"])
+        if self.distill is not None:
+            if "distill" not in ckpt:
+                raise ValueError("--resume: the checkpoint has no distillation state, but its options name a --teacher")
+            self.distill.load_state_dict(ckpt["distill"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -241,6 +275,9 @@ class Trainer:
                             f"{f'{sync} SyncBatchNorm layers' if sync else 'BatchNorm per process'}")
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids, output_device=ids[0] if ids else None)
+            if self.distill is not None:  # its own gradients are averaged over the ranks too
+                self.distill = torch.nn.parallel.DistributedDataParallel(self.distill, device_ids=ids,
+                                                                         output_device=ids[0] if ids else None)
 
     # ---- the loop ------------------------------------------------------------------------------
     def train(self):
@@ -293,6 +330,7 @@ class Trainer:
             LOGGER.info(("%10s" * (4 + len(self.loss_items))) % ("Epoch", "GPU_mem", *self.loss_items, "Instances", "Size"))
             bar = tqdm(bar, total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
         self.optimizer.zero_grad()
+        t_epoch = time.perf_counter()
         for i, (images, targets, paths, _) in bar:
             ni = i + nb * epoch
             images = images.to(self.device, non_blocking=True).float()  # BGR 0-255, as official YOLOX
@@ -305,8 +343,16 @@ class Trainer:
                 images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                preds = self.model(images)
+                if self.teacher is None:
+                    preds = self.model(images)
+                else:
+                    preds, feats = self.model(images, neck=True)
+                    teacher_feats = self.teacher.features(images)
             loss, items = self.compute_loss(preds, targets)
+            if self.teacher is not None:  # in float32: softmax and KL over H x W cells
+                distill = distill_weight(ni, self.total_steps) * self.distill([f.float() for f in feats],
+                                                                              [f.float() for f in teacher_feats])
+                loss, items = loss + distill, torch.cat((items, distill.detach().view(1)))
             if not self._finite(loss, epoch, i):
                 continue
             self.scaler.scale(loss * self.batch_total / self.nbs).backward()
@@ -327,6 +373,8 @@ class Trainer:
             self._step()
             self.last_opt_step = ni
         self.lr = [g["lr"] for g in self.optimizer.param_groups]
+        if self.teacher is not None and self.main:
+            LOGGER.info(self.teacher.cost(time.perf_counter() - t_epoch, nb))
         return mean_items.tolist()
 
     def _accumulate(self, ni):
@@ -374,7 +422,7 @@ class Trainer:
     def _step(self):
         if self.hyp["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.hyp["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self._trainable().parameters(), max_norm=self.hyp["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad()
@@ -385,7 +433,7 @@ class Trainer:
     # ---- validation, logs, checkpoints ---------------------------------------------------------
     def _no_results(self) -> tuple:
         """(P, R, mAP50, mAP50-95, val loss items) of an epoch without validation."""
-        return (0.0,) * (len(METRIC_KEYS) + len(self.loss_items))
+        return (0.0,) * (len(METRIC_KEYS) + len(self.val_items))
 
     def _validate(self, final: bool):
         if self.val_loader is None:
@@ -403,10 +451,10 @@ class Trainer:
         with open(path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["epoch", *result_keys(self.loss_items)])
+                w.writerow(["epoch", *result_keys(self.loss_items, self.val_items)])
             w.writerow([f"{x:.6g}" if isinstance(x, float) else x for x in row])
         if self.tb is not None:
-            for k, v in zip(result_keys(self.loss_items), row[1:]):
+            for k, v in zip(result_keys(self.loss_items, self.val_items), row[1:]):
                 self.tb.add_scalar(k, v, epoch)
 
     def _save(self, epoch, results, final, force_last=False) -> bool:
@@ -420,6 +468,8 @@ class Trainer:
                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                     "hyp": self.hyp, "opt": _plain(vars(self.opt)), "yaml": unwrap(self.model).yaml,
                     "names": self.names, "date": datetime.now().isoformat(timespec="seconds")}
+            if self.distill is not None:  # for --resume only: load_model and export read "ema" / "model"
+                ckpt["distill"] = unwrap(self.distill).state_dict()
             save_checkpoint(self.wdir / "last.pt", ckpt)
             if fit == self.best_fitness:  # as YOLOv5: the first epoch too, so every run leaves a best.pt
                 save_checkpoint(self.wdir / "best.pt", ckpt)

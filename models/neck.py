@@ -15,21 +15,26 @@ from torch import nn
 from models.parser import ModelConfigError
 
 
-def neck_layers(layers: nn.Sequential, cfg: dict, source: str) -> list[int]:
-    """Indices of the neck's output layers, P3 first; [] for a graph without a detection head."""
+def neck_layers(layers: nn.Sequential, cfg: dict, source: str) -> tuple[list[int], str]:
+    """(indices of the neck's output layers, P3 first; why they are unknown when that list is empty). Only
+    a malformed ``neck:`` line is an error here: a graph whose neck cannot be told still builds, and
+    distilling it fails with the reason."""
     head = layers[-1]
     nl = getattr(head, "nl", None)
     if cfg.get("neck") is not None:
-        return _declared(cfg["neck"], len(layers), nl, source)
+        return _declared(cfg["neck"], len(layers), nl, source), ""
     if nl is None:
-        return []
+        return [], f"{source}: no detection head, so no neck outputs"
     inputs = list(head.f) if isinstance(head.f, list) else [head.f]
     if len(inputs) == nl:
-        return inputs
+        return inputs, ""
     if len(inputs) == 2 * nl:  # (cls, reg) per level
-        return [_split_input(layers, cls, reg, source) for cls, reg in zip(inputs[::2], inputs[1::2])]
-    raise ModelConfigError(f"{source}: cannot tell the neck outputs from the head's {len(inputs)} inputs for "
-                           f"{nl} levels; name them with a 'neck: [layer, ...]' line")
+        try:
+            return [_split_input(layers, cls, reg, source) for cls, reg in zip(inputs[::2], inputs[1::2])], ""
+        except ValueError as e:
+            return [], str(e)
+    return [], (f"{source}: cannot tell the neck outputs from the head's {len(inputs)} inputs for {nl} levels; "
+                f"name them with a 'neck: [layer, ...]' line")
 
 
 def _split_input(layers: nn.Sequential, cls: int, reg: int, source: str) -> int:
@@ -38,7 +43,7 @@ def _split_input(layers: nn.Sequential, cls: int, reg: int, source: str) -> int:
     ancestors = set(_chain(layers, cls))
     split = next((j for j in _chain(layers, reg) if j in ancestors), None)
     if split is None:
-        raise ModelConfigError(f"{source}: head inputs {cls} and {reg} share no single-input ancestor, so the neck "
+        raise ValueError(f"{source}: head inputs {cls} and {reg} share no single-input ancestor, so the neck "
                                f"output of their level is unknown; name the neck outputs with 'neck: [layer, ...]'")
     readers = {m.i for m in layers if split in ([m.f] if isinstance(m.f, int) else m.f)}
     branches = (ancestors | set(_chain(layers, reg))) - {split}

@@ -35,7 +35,7 @@ class Model(nn.Module):
             LOGGER.info(f"Overriding nc={self.yaml.get('nc')} of {self.yaml_source} with nc={nc}")
             self.yaml["nc"] = nc
         self.model, self.save, self.layer_infos = parse_model(self.yaml, ch=ch, source=self.yaml_source)
-        self.neck = neck_layers(self.model, self.yaml, self.yaml_source)  # what --teacher distils
+        self.neck, self._no_neck_why = neck_layers(self.model, self.yaml, self.yaml_source)  # what --teacher distils
         self.save = sorted(set(self.save) | set(self.neck))
         try:  # what the weights expect of a BGR 0-255 image (models/input_norm.py); None: the image as is
             self.input_norm = input_norm_from(self.yaml.get("input"), self.yaml_source)
@@ -66,7 +66,7 @@ class Model(nn.Module):
         sees whole, for feature distillation (train.py --teacher)."""
         if not neck:
             return self._run(x)
-        return self._run(x, keep=self._neck_or_fail())
+        return self._run(x, keep=self.neck_layers())
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The head's inputs: every layer but the head (exporters and one-forward evaluation call the
@@ -75,11 +75,12 @@ class Model(nn.Module):
 
     def neck_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The neck's outputs, one per level (models/neck.py), computing no layer after the last of them."""
-        return self._run(x, keep=self._neck_or_fail(), stop_after=max(self.neck))[1]
+        return self._run(x, keep=self.neck_layers(), stop_after=max(self.neck))[1]
 
-    def _neck_or_fail(self) -> list[int]:
+    def neck_layers(self) -> list[int]:
+        """The neck output layers (models/neck.py); a clear error for a graph whose neck is unknown."""
         if not self.neck:
-            raise ModelConfigError(f"{self.yaml_source}: no detection head, so no neck outputs to distil")
+            raise ModelConfigError(self._no_neck_why)
         return self.neck
 
     def _run(self, x, stop_at_detect: bool = False, name_errors: bool = False, keep=None, stop_after=None):

@@ -89,6 +89,7 @@ class Teacher:
 
 def check_compatible(teacher: Model, student: Model, source) -> None:
     """Feature distillation pairs level with level: the teacher needs the student's strides."""
+    student.neck_layers(), teacher.neck_layers()  # both must know their neck outputs
     t, s = [int(x) for x in teacher.stride], [int(x) for x in student.stride]
     if t != s:
         raise ValueError(f"--teacher {source}: its levels have strides {t}, the student's {s}; feature "

@@ -34,7 +34,7 @@ from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_dis
 from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
 from utils.loss import build_loss
-from utils.loss.distill import ChannelDistillation, distill_weight
+from utils.loss.distill import FINAL_WEIGHT, ChannelDistillation, distill_weight
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
 from utils.train.memory_format import training_memory_format
@@ -177,7 +177,7 @@ class Trainer:
             align = sum(p.numel() for p in self.distill.parameters())
             LOGGER.info(f"distillation: channel-wise (DAMO-YOLO's cwd) of the student's neck outputs "
                         f"{self.model.neck_channels} -> {self.teacher.channels} through {align:,} align-conv "
-                        f"parameters, weight 1.0 -> {distill_weight(1, 1):.1f} by cosine over all iterations")
+                        f"parameters, weight 1.0 -> {FINAL_WEIGHT} by cosine over all iterations")
             student = sum(p.numel() for p in self.model.parameters())
             if self.teacher.params <= student:
                 LOGGER.warning(f"WARNING --teacher {opt.teacher} has {self.teacher.params:,} parameters, the student "

@@ -41,6 +41,12 @@ def test_a_file_may_name_its_neck_outputs():
         Model({**cfg, "neck": [2, 3]})
     with pytest.raises(ModelConfigError, match="'neck' must list layer indices below the head's"):
         Model({**cfg, "neck": [2, 3, 11]})
+    joined = {**cfg, "head": cfg["head"][:-1] + [[[4, 4], 1, "Concat", [1]],
+                                                 [[5, 6, 7, 8, 9, 11], 1, "DetectX", ["nc", 1]]]}
+    model = Model(joined)  # the third level's reg input is a Concat: the model builds, distilling it cannot
+    assert model.neck == [] and model.eval()(torch.zeros(1, 3, 64, 64)).shape[0] == 1
+    with pytest.raises(ModelConfigError, match="head inputs 9 and 11 share no single-input ancestor"):
+        model(torch.zeros(1, 3, 64, 64), neck=True)
 
 
 @pytest.mark.parametrize("cfg", ["models/yoloxs.yaml", "models/damoyolo_t.yaml"])  # BN folded; RepConvs folded

@@ -1,0 +1,172 @@
+"""Fake quantisation (utils/quant) against onnxruntime's int8 arithmetic: single tensors, then whole models
+exported as QDQ ONNX."""
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from tests.reference import randomize_bn
+from tests.support import tiny_detect_model, varied_model
+from utils.export.layouts import ExportModel
+from utils.quant.fake_quant import SCHEMES, ActivationQuantizer, quantize_weight, weight_scales
+from utils.quant.prepare import QuantConv2d, QuantSiLU, prepare_qat
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _quantize_dequantize_in_ort(x: np.ndarray, scale: float, zero_point: int, unsigned: bool) -> np.ndarray:
+    qtype = TensorProto.UINT8 if unsigned else TensorProto.INT8
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [scale]),
+                               helper.make_tensor("z", qtype, [], [zero_point])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_activation_grid_equals_onnxruntimes_quantize_dequantize(scheme):
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 5, 5) * 3 + 1
+    q = ActivationQuantizer(SCHEMES[scheme]).train()
+    y = q(x)  # the first batch sets the range
+    scale, zero_point = q.grid()
+    assert float(q.lo) == float(x.min()) and float(q.hi) == float(x.max())
+    assert (zero_point == 0) == (scheme == "qdq")  # symmetric only for QDQ targets
+    expected = _quantize_dequantize_in_ort(x.numpy(), scale, zero_point, unsigned=SCHEMES[scheme].qmin == 0)
+    np.testing.assert_allclose(y.numpy(), expected, rtol=0, atol=scale * 1e-3)  # the same levels
+    assert len(np.unique(y.numpy())) <= 256
+    q.eval()
+    q(x * 100)  # a frozen range clamps instead of widening
+    assert q.grid() == (scale, zero_point)
+
+
+def test_weights_are_symmetric_int8_per_output_channel():
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3) * torch.arange(1, 7).view(-1, 1, 1, 1)
+    wq = quantize_weight(w)
+    scales = weight_scales(w)
+    levels = (wq / scales.view(-1, 1, 1, 1)).flatten(1)
+    torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-4)  # on each channel's grid
+    assert levels.abs().amax(1).round().tolist() == [127.0] * 6  # max |w| maps to 127, none to -128
+    assert float((wq - w).abs().max()) <= float(scales.max()) / 2 + 1e-6
+
+
+class _ConvBlock(torch.nn.Module):
+    """Input grid, then one conv with per-channel int8 weights and its own output grid."""
+
+    def __init__(self, scheme, c_in: int, k: int):
+        super().__init__()
+        self.input = ActivationQuantizer(scheme)
+        self.conv = QuantConv2d(torch.nn.Conv2d(c_in, 8, k, padding=k // 2), scheme)
+
+    def forward(self, x):
+        return self.conv(self.input(x))
+
+
+def _onnx(module, x) -> bytes:
+    f = io.BytesIO()
+    torch.onnx.export(module, x, f, opset_version=13, dynamo=False, input_names=["images"])
+    return f.getvalue()
+
+
+def _ort(model: bytes, x: torch.Tensor, optimise: bool = True) -> list[np.ndarray]:
+    """onnxruntime's outputs: with ``optimise`` (its default) Q/DQ around convs fuse into its int8 kernels
+    (QLinearConv); without, it runs the Q/DQ pairs as written (the ONNX semantics)."""
+    options = ort.SessionOptions()
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("c_in, k, amplitude", [(8, 1, 1.0), (64, 3, 30.0)])
+def test_quantised_conv_equals_onnxruntimes_int8_kernel_within_one_step(scheme, c_in, k, amplitude):
+    torch.manual_seed(0)
+    block = _ConvBlock(SCHEMES[scheme], c_in, k)
+    x = torch.randn(2, c_in, 8, 8) * amplitude
+    block.train()(x)
+    with torch.no_grad():
+        expected = block.eval()(x).numpy()
+    model = _onnx(block, x)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load_from_string(model).graph.node}
+    step = block.conv.output.grid()[0]
+    assert np.abs(_ort(model, x)[0] - expected).max() <= step * 1.001  # int8 kernel: its own rounding, one step
+    assert np.abs(_ort(model, x, optimise=False)[0] - expected).max() <= step * 1e-3  # Q/DQ as written: the same
+
+
+def _export_and_run(qat, x, optimise: bool):
+    """(torch's per-level outputs, onnxruntime's on the exported QDQ file, the file's QuantizeLinear count)."""
+    exported = ExportModel(qat.eval(), "per-level")
+    with torch.no_grad():
+        expected = [t.numpy() for t in exported(x)]
+    model = _onnx(exported, x)
+    n_quantize = sum(n.op_type == "QuantizeLinear" for n in onnx.load_from_string(model).graph.node)
+    return expected, _ort(model, x, optimise), n_quantize
+
+
+def _steps(head, level: int) -> list[float]:
+    """One step of each per-level output's grid: raw boxes; a quarter step of the logits after a sigmoid."""
+    return [head.reg_preds[level].output.grid()[0], head.obj_preds[level].output.grid()[0] / 4,
+            head.cls_preds[level].output.grid()[0] / 4]
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_small_qat_model_exports_the_qdq_graph_it_trains(scheme):
+    """A small detector (strided convs, 1x1 branches, DetectX), BN folded, ranges observed on a batch: its QDQ
+    ONNX as written gives torch's outputs within one step of each output's grid; onnxruntime's int8
+    kernels round each layer their own way (one step, above), which a few layers grow, so there the
+    outputs agree to a cosine of 0.999."""
+    torch.manual_seed(0)
+    model = randomize_bn(tiny_detect_model(3)).eval()
+    x = torch.rand(2, 3, 64, 64) * 255
+    qat = prepare_qat(model, SCHEMES[scheme], x[:1])
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in qat.modules())
+    assert all(isinstance(m, QuantConv2d) for m in qat.modules() if isinstance(m, torch.nn.Conv2d))
+    qat.train()(x)
+    expected, got, n_quantize = _export_and_run(qat, x, optimise=False)
+    assert n_quantize >= len(qat.quantizers())
+    for level in range(3):
+        for k, step in enumerate(_steps(qat.detect, level)):
+            diff = np.abs(expected[3 * level + k] - got[3 * level + k]).max()
+            assert diff <= step * 1.001, f"level {level} output {k}: max |diff| {diff:.3g} > one step {step:.3g}"
+    expected, got, _ = _export_and_run(qat, x, optimise=True)
+    assert min(_cosine(a, b) for a, b in zip(expected, got)) > 0.999
+
+
+def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():
+    """A whole SiLU model in the exported QDQ file: every Sigmoid and Mul of its SiLUs and every Conv, Add and
+    Concat output meets a QuantizeLinear (directly, or after a Relu that fuses with it), and onnxruntime runs it."""
+    model = varied_model("models/yoloxn.yaml", nc=3, size=96)
+    x = torch.rand(1, 3, 96, 96) * 255
+    qat = prepare_qat(model, SCHEMES["qdq"], x)
+    assert sum(isinstance(m, QuantSiLU) for m in qat.modules()) == sum(
+        isinstance(m, torch.nn.SiLU) for m in model.modules())
+    qat.train()(x)
+    exported = ExportModel(qat.eval(), "per-level")
+    model_bytes = _onnx(exported, x)
+    graph = onnx.load_from_string(model_bytes).graph
+    readers = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    outputs = {o.name for o in graph.output}
+    head_outputs = [n for n in graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs]
+    unquantised = [n.op_type for n in graph.node if n.op_type in ("Conv", "Add", "Mul", "Concat", "Sigmoid")
+                   and n not in head_outputs and "QuantizeLinear" not in readers.get(n.output[0], [])]
+    assert unquantised == [], f"ops whose outputs stay in float: {unquantised}"
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {"Round", "ReduceMax", "Abs", "Div", "Cast"}  # scales and zero points are constants
+    constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
+    assert all(set(n.input[1:]) <= constants for n in graph.node if n.op_type == "QuantizeLinear")
+    assert len(_ort(model_bytes, x)) == 9

@@ -1,0 +1,196 @@
+"""A detection model made ready for quantisation-aware training: BatchNorm folded into the convs first,
+as every toolchain folds it, then fake quantisation wherever an 8-bit toolchain quantises.
+
+    qat = prepare_qat(model, SCHEMES["rknn"], example=torch.zeros(1, 3, 320, 320))
+    preds = qat(images)             # training: the head's raw outputs, through fake-quantised layers
+    ExportModel(qat.eval(), "per-level")    # export: Q/DQ pairs with the observed ranges (utils/quant)
+
+Where the quantisers go (the layers up to the head are traced with torch.fx; ``QUANT_POINTS`` in order):
+- every conv's weights, symmetric per output channel (utils/quant/fake_quant.py);
+- the input image and the output of every op that computes new values (conv, add, mul, cat, sigmoid,
+  softmax, normalisation): toolchains requantise there;
+- SiLU as the two ops a toolchain sees, Sigmoid and Mul, each quantised: that is what it costs in 8 bits;
+- not after ReLU-like activations' producers: a conv (or add) feeding only a ReLU is fused with it,
+  so the one grid is after the ReLU;
+- not after ops that move values without computing new ones (slices, reshapes, max pooling, nearest
+  upsampling): their outputs stay on their input's grid;
+- inside the head (not traced), the outputs of its convs.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from utils.quant.fake_quant import ActivationQuantizer, QuantScheme, quantize_weight
+
+FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
+FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.hardtanh)
+GRID_KEEPING_MODULES = (nn.MaxPool2d, nn.Upsample, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d)
+GRID_KEEPING_FUNCTIONS = (operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.chunk,
+                          torch.split, torch.squeeze, torch.unsqueeze, F.max_pool2d, F.pad)
+GRID_KEEPING_METHODS = ("reshape", "view", "permute", "transpose", "flatten", "contiguous", "chunk", "split",
+                        "squeeze", "unsqueeze", "unflatten", "expand", "repeat")
+
+
+class QuantConv2d(nn.Conv2d):
+    """A Conv2d whose weights are fake-quantised per output channel; with ``quantise_output`` (convs outside
+    the traced graph, in the head) its output too."""
+
+    def __init__(self, conv: nn.Conv2d, scheme: QuantScheme | None = None):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                         device=conv.weight.device, dtype=conv.weight.dtype)
+        self.load_state_dict(conv.state_dict())
+        self.weight.requires_grad_(True)
+        if self.bias is not None:
+            self.bias.requires_grad_(True)
+        self.output = ActivationQuantizer(scheme) if scheme is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(x, quantize_weight(self.weight), self.bias)
+        return self.output(y) if self.output is not None else y
+
+
+class QuantSiLU(nn.Module):
+    """x * sigmoid(x) as Sigmoid then Mul, each output on its own 8-bit grid."""
+
+    def __init__(self, scheme: QuantScheme):
+        super().__init__()
+        self.sigmoid = ActivationQuantizer(scheme)
+        self.mul = ActivationQuantizer(scheme)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mul(x * self.sigmoid(torch.sigmoid(x)))
+
+
+class QATModel(nn.Module):
+    """The fake-quantised layers up to the head (``body``, a GraphModule) and the head; the interface
+    of models.yolo.Model that training, validation and export use (forward, features, detect, stride)."""
+
+    def __init__(self, body: fx.GraphModule, model: nn.Module, scheme: QuantScheme):
+        super().__init__()
+        self.body, self.head = body, model.detect
+        self.scheme = scheme
+        self.stride, self.nc, self.names, self.yaml = model.stride, model.nc, model.names, model.yaml
+        self.input_norm = None  # inside the body
+
+    @property
+    def detect(self):
+        return self.head
+
+    def features(self, x: torch.Tensor):
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor):
+        return self.head(self.body(x))
+
+    def quantizers(self) -> list[ActivationQuantizer]:
+        return [m for m in self.modules() if isinstance(m, ActivationQuantizer)]
+
+    def observe(self, on: bool) -> "QATModel":
+        """Let the activation ranges follow the data (calibration, early QAT) or freeze them."""
+        for q in self.quantizers():
+            q.observing = on
+        return self
+
+
+class _FeaturesOf(nn.Module):
+    """What gets traced: a Model's layers up to its head."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.features(x)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (QuantConv2d, ActivationQuantizer)) or super().is_leaf_module(m, qualname)
+
+
+def prepare_qat(model: nn.Module, scheme: QuantScheme, example: torch.Tensor) -> QATModel:
+    """A fake-quantised copy of ``model`` (a models.yolo.Model); ``example`` [1, 3, H, W] is one input, used to
+    tell tensors from shapes in the traced graph. The copy is folded first: train it, not the original."""
+    model = copy.deepcopy(model).eval().fuse()
+    _swap_convs(model, head=model.detect, scheme=scheme)
+    root = _FeaturesOf(model)
+    graph = _Tracer().trace(root)
+    body = fx.GraphModule(root, graph)
+    ShapeProp(body).propagate(example)
+    _insert_quantizers(body, scheme)
+    return QATModel(body, model, scheme).train()
+
+
+def _swap_convs(model: nn.Module, head: nn.Module, scheme: QuantScheme) -> None:
+    """Every Conv2d becomes a QuantConv2d; those in the head also quantise their outputs."""
+    in_head = {id(m) for m in head.modules()} if head is not None else set()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d:
+                setattr(parent, name, QuantConv2d(child, scheme if id(child) in in_head else None))
+
+
+def _insert_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> None:
+    count = 0
+
+    def add_quantizer(after: fx.Node) -> fx.Node:
+        nonlocal count
+        name = f"quant_{count}"
+        count += 1
+        gm.add_submodule(name, ActivationQuantizer(scheme))
+        with gm.graph.inserting_after(after):
+            q = gm.graph.call_module(name, (after,))
+        after.replace_all_uses_with(q, delete_user_cb=lambda user: user is not q)
+        return q
+
+    for node in list(gm.graph.nodes):
+        if not _is_float_tensor(node):
+            continue
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.SiLU):
+            _replace_silu(gm, node, scheme)
+            continue
+        if node.op == "placeholder" or (_computes_values(gm, node) and not _feeds_only_a_fused_activation(gm, node)):
+            add_quantizer(node)
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _replace_silu(gm: fx.GraphModule, node: fx.Node, scheme: QuantScheme) -> None:
+    gm.add_submodule(node.target, QuantSiLU(scheme))  # same name: the graph node now calls the quantised SiLU
+
+
+def _is_float_tensor(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    return meta is not None and hasattr(meta, "dtype") and meta.dtype.is_floating_point
+
+
+def _computes_values(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if isinstance(m, (ActivationQuantizer, QuantSiLU)) or isinstance(m, GRID_KEEPING_MODULES):
+            return False
+        return not (isinstance(m, nn.Upsample) and m.mode != "nearest")
+    if node.op == "call_function":
+        if node.target is F.interpolate:
+            return node.kwargs.get("mode", "nearest") != "nearest"
+        return node.target not in GRID_KEEPING_FUNCTIONS
+    if node.op == "call_method":
+        return node.target not in GRID_KEEPING_METHODS
+    return False  # placeholders, get_attr (constants: folded into their consumers), outputs
+
+
+def _feeds_only_a_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    users = list(node.users)
+    if len(users) != 1:
+        return False
+    user = users[0]
+    if user.op == "call_module":
+        return isinstance(gm.get_submodule(user.target), FUSED_ACTIVATIONS)
+    return user.op == "call_function" and user.target in FUSED_FUNCTIONS

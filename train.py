@@ -15,6 +15,7 @@ import sys
 
 from utils.cli import non_negative_int, positive_int, run_reporting_user_errors
 from utils.config import choices
+from utils.quant.fake_quant import SCHEMES
 from utils.yaml_io import DATA_DIR, read_mapping
 
 # The demo dataset's defaults for options left unset: a detector that works within 5 minutes on 2 CPU
@@ -34,6 +35,10 @@ def parse_opt(argv=None):
                                                  "channel-wise distillation): any family with the student's strides")
     p.add_argument("--teacher-cfg", default="", help="the teacher's model YAML, for an official YOLOX, EasyCV or "
                                                      "DAMO-YOLO checkpoint (default: the file its keys identify)")
+    p.add_argument("--qat", action="store_true", help="quantisation-aware fine-tuning of --weights: BatchNorm folded, "
+                                                      "8-bit fake quantisation where --qat-target quantises")
+    p.add_argument("--qat-target", default="qdq", choices=sorted(SCHEMES),
+                   help="the 8-bit scheme to emulate: " + "; ".join(f"{k}: {v.toolchains}" for k, v in sorted(SCHEMES.items())))
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
     p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.demo.yaml on the demo set, "
                                                "hyp.scratch.yolox.yaml otherwise)")
@@ -71,6 +76,12 @@ def parse_opt(argv=None):
     opt = p.parse_args(argv)
     if opt.teacher_cfg and not opt.teacher:
         p.error("--teacher-cfg names the model of a --teacher checkpoint; give --teacher too")
+    if opt.qat and not (opt.weights or opt.resume):
+        p.error("--qat fine-tunes a trained model: give its checkpoint with --weights")
+    if opt.qat and opt.teacher:
+        p.error("--qat and --teacher together are not supported: distil first, then fine-tune with --qat")
+    if opt.qat and opt.freeze != [0]:
+        p.error("--qat trains the folded model as a whole: --freeze is not supported with it")
     if opt.freeze == [0]:
         opt.freeze = []
     return opt
@@ -85,6 +96,8 @@ def apply_defaults(opt):
         except (OSError, ValueError):  # a missing or broken file is reported when the trainer reads it
             demo = False
     for k, v in (DEMO_DEFAULTS if demo else DEFAULTS).items():
+        if k == "cfg" and opt.weights:  # the model the checkpoint holds (a project checkpoint carries its YAML)
+            continue
         if getattr(opt, k) is None:
             setattr(opt, k, v)
     return opt

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from models import damo, easycv, yolox_official
@@ -52,12 +53,28 @@ def load_model(weights, cfg=None, device="cpu", nc: int | None = None) -> Model:
         if model_cfg is None:
             raise ValueError(f"{weights}: the checkpoint holds no model YAML; pass cfg")
         model = Model(model_cfg, nc=nc if nc is not None else _nc_of(state))
+        if ckpt.get("qat"):  # train.py --qat: the folded model with its fake quantisers
+            model = _qat_model(model, ckpt["qat"], weights)
         if ckpt.get("names"):
             model.names = list(ckpt["names"])
     load_state_dict_checked(model, state, source=str(weights), shown_names=shown_names)
     # official YOLOX's, EasyCV's and DAMO's weights expect their preprocessing: the top-left letterbox
     model.official = bool(shown_names)
     return model.to(device).eval()
+
+
+def _qat_model(model: Model, qat: dict, weights):
+    """The QATModel a --qat checkpoint holds the weights of, rebuilt as train.py built it (utils/quant)."""
+    from utils.quant.fake_quant import SCHEMES
+    from utils.quant.prepare import prepare_qat
+
+    scheme = SCHEMES.get(qat.get("target")) if isinstance(qat, dict) else None
+    if scheme is None:
+        raise ValueError(f"{weights}: unknown quantisation target {qat!r} (known: {', '.join(sorted(SCHEMES))})")
+    size = int(qat.get("imgsz", 640))
+    qat_model = prepare_qat(model, scheme, torch.zeros(1, model.ch, size, size))
+    qat_model.names = model.names
+    return qat_model
 
 
 @dataclass(frozen=True)
@@ -140,6 +157,18 @@ def load_state_dict_checked(model: nn.Module, state: dict, source: str = "checkp
     model.load_state_dict(state, strict=True)
 
 
+def checkpoint_cfg(weights):
+    """The model a training checkpoint holds, for --weights without --cfg: a project checkpoint's YAML, or the
+    bundled file an official YOLOX checkpoint's shapes identify; None when neither says."""
+    ckpt = read_checkpoint(weights)
+    if ckpt.get("yaml"):
+        return ckpt["yaml"]
+    state = ckpt.get("model")
+    if isinstance(state, dict) and yolox_official.is_official(state):
+        return yolox_official.infer_official_cfg(yolox_official.as_float_tensors(state))[0]
+    return None
+
+
 def load_pretrained(model: Model, weights, log=LOGGER) -> None:
     """Start ``model`` from a checkpoint (this project's, official YOLOX's or EasyCV's) for training.
 
@@ -147,7 +176,11 @@ def load_pretrained(model: Model, weights, log=LOGGER) -> None:
     left freshly initialised, with a message. Any other mismatch is an error listing the keys. EasyCV's
     weights bring their input (RGB, ImageNet mean and std) into the model and its saved YAML.
     """
-    state = _state_of(read_checkpoint(weights), weights)
+    ckpt = read_checkpoint(weights)
+    if ckpt.get("qat"):
+        raise ValueError(f"{weights}: a --qat checkpoint (BatchNorm folded, fake-quantised): continue it with --resume "
+                         f"or export it; --weights starts from a float checkpoint")
+    state = _state_of(ckpt, weights)
     if easycv.is_easycv(state):
         state = _easycv_training_start(model, state, weights, log)
     elif yolox_official.is_official(state):

@@ -99,6 +99,42 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
             torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
 
 
+def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_path):
+    """train.py --qat from a float checkpoint (its YAML, no --cfg): the folded, fake-quantised model trains;
+    an interrupted run resumes to the same weights and activation ranges; last.pt loads as that model."""
+    from utils.checkpoints import save_checkpoint
+    from utils.quant.prepare import QATModel
+
+    torch.manual_seed(0)
+    float_model = Model("models/yoloxn.yaml", nc=8)
+    start = save_checkpoint(tmp_path / "float.pt", {"model": float_model.state_dict(), "yaml": float_model.yaml})
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
+    hyp.update(warmup_epochs=0, nbs=24)
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
+    args = train_args(tiny_data, tmp_path, "qat", epochs=3) + ["--save-period", "1", "--noval", "--noplots",
+                                                              "--hyp", str(tmp_path / "hyp.yaml"), "--weights", str(start),
+                                                              "--qat", "--qat-target", "rknn"]
+    del args[args.index("--cfg"):args.index("--cfg") + 2]
+    r = run_train(args, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "activation quantisers (asymmetric [-128, 127])" in r.stdout + r.stderr
+    weights = tmp_path / "qat" / "weights"
+    straight = torch.load(weights / "last.pt", weights_only=True)
+    assert straight["qat"] == {"target": "rknn", "imgsz": 64}
+    assert any(k.endswith(".lo") for k in straight["model"]) and not any("bn." in k for k in straight["model"])
+    r = run_train(["--resume", str(weights / "epoch0.pt"), "--workers", "0"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    resumed = torch.load(weights / "last.pt", weights_only=True)
+    for part in ("model", "ema"):
+        for k, v in straight[part].items():
+            torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
+    model = load_model(weights / "last.pt")
+    assert isinstance(model, QATModel) and not model.training
+    assert model(torch.rand(1, 3, 64, 64) * 255).shape == (1, 84, 13)
+    r = run_train(train_args(tiny_data, tmp_path, "again") + ["--weights", str(weights / "last.pt")], cwd=ROOT)
+    assert r.returncode != 0 and "a --qat checkpoint" in r.stderr
+
+
 @pytest.mark.parametrize("cfg, distil", [("models/yoloxn.yaml", False),
                                          ("models/damoyolo_t.yaml", False),  # DAMO's loss all-reduces
                                          ("models/yoloxn.yaml", True)])  # the align convs are a second DDP module

@@ -30,10 +30,9 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
                 bn_weights.append(p)
             else:
                 weights.append(p)
+    # always three groups (the warm-up finds the biases at index 2), the first empty in a folded model (QAT)
+    groups = [{"params": bn_weights, "weight_decay": 0.0}, {"params": weights, "weight_decay": weight_decay},
+              {"params": biases, "weight_decay": 0.0}]
     if name == "SGD":
-        optimizer = torch.optim.SGD(bn_weights, lr=lr, momentum=momentum, nesterov=nesterov)
-    else:  # Adam, AdamW: torch's classes of those names
-        optimizer = getattr(torch.optim, name)(bn_weights, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
-    optimizer.add_param_group({"params": weights, "weight_decay": weight_decay})
-    optimizer.add_param_group({"params": biases, "weight_decay": 0.0})
-    return optimizer
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    return getattr(torch.optim, name)(groups, lr=lr, betas=(momentum, 0.999))  # Adam, AdamW: torch's classes

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
-from models.weights import load_pretrained
+from models.weights import checkpoint_cfg, load_pretrained
 from models.yolo import Model
 from utils.checkpoints import read_checkpoint, save_checkpoint
 from utils.config import load_hyp
@@ -35,6 +35,8 @@ from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
 from utils.loss import build_loss
 from utils.loss.distill import FINAL_WEIGHT, ChannelDistillation, distill_weight
+from utils.quant.fake_quant import SCHEMES
+from utils.quant.prepare import prepare_qat
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
 from utils.train.memory_format import training_memory_format
@@ -138,7 +140,7 @@ class Trainer:
 
     def _build_model(self):
         opt = self.opt
-        cfg = (self.resume_ckpt or {}).get("yaml") or opt.cfg
+        cfg = (self.resume_ckpt or {}).get("yaml") or opt.cfg or (checkpoint_cfg(opt.weights) if opt.weights else None)
         if not cfg:
             raise ValueError("--cfg is required (or --weights with a project checkpoint that holds its YAML)")
         self.model = Model(cfg, nc=self.nc).to(self.device)
@@ -148,12 +150,14 @@ class Trainer:
         self.model.names = self.names
         if opt.weights and not self.resume_ckpt:
             load_pretrained(self.model, opt.weights, LOGGER)
+        if getattr(opt, "qat", False):
+            self.model = self._quantisation_aware(self.model)
         self.model = self.model.to(memory_format=self.memory_format)
         self._build_distillation()
         self.stride = int(self.model.stride.max())
         if opt.imgsz % self.stride:
             raise ValueError(f"--img-size {opt.imgsz} must be a multiple of the largest stride {self.stride}")
-        for i in _freeze_layers(opt.freeze, len(self.model.model)):
+        for i in _freeze_layers(opt.freeze, len(getattr(self.model, "model", []))):
             for p in self.model.model[i].parameters():
                 p.requires_grad_(False)
         if opt.sync_bn and self.ctx.distributed and self.device.type == "cuda":
@@ -162,6 +166,18 @@ class Trainer:
             LOGGER.warning("WARNING --sync-bn needs DDP on CUDA (torch.distributed.run with --device 0,1,...); "
                            "training with plain BatchNorm")
         self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
+
+    def _quantisation_aware(self, model):
+        """--qat: the model folded and fake-quantised as --qat-target's toolchains quantise (utils/quant)."""
+        scheme = SCHEMES[self.opt.qat_target]
+        example = torch.zeros(1, model.ch, self.opt.imgsz, self.opt.imgsz, device=self.device)
+        qat = prepare_qat(model, scheme, example)
+        if self.main:
+            convs = sum(isinstance(m, torch.nn.Conv2d) for m in qat.modules())
+            LOGGER.info(f"QAT ({scheme.name}: {scheme.toolchains}): BatchNorm folded, int8 weights per channel in "
+                        f"{convs} convs, {len(qat.quantizers())} activation quantisers "
+                        f"({'symmetric' if scheme.symmetric else 'asymmetric'} [{scheme.qmin}, {scheme.qmax}])")
+        return qat
 
     def _build_distillation(self):
         """--teacher: the frozen teacher and the align convs of DAMO's channel-wise distillation."""
@@ -470,6 +486,8 @@ class Trainer:
                     "names": self.names, "date": datetime.now().isoformat(timespec="seconds")}
             if self.distill is not None:  # for --resume only: load_model and export read "ema" / "model"
                 ckpt["distill"] = unwrap(self.distill).state_dict()
+            if getattr(self.opt, "qat", False):  # the weights are the folded, fake-quantised model's
+                ckpt["qat"] = {"target": self.opt.qat_target, "imgsz": self.opt.imgsz}
             save_checkpoint(self.wdir / "last.pt", ckpt)
             if fit == self.best_fitness:  # as YOLOv5: the first epoch too, so every run leaves a best.pt
                 save_checkpoint(self.wdir / "best.pt", ckpt)

@@ -102,12 +102,11 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
 def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_path):
     """train.py --qat from a float checkpoint (its YAML, no --cfg): the folded, fake-quantised model trains;
     an interrupted run resumes to the same weights and activation ranges; last.pt loads as that model."""
-    from utils.checkpoints import save_checkpoint
     from utils.quant.prepare import QATModel
 
-    torch.manual_seed(0)
-    float_model = Model("models/yoloxn.yaml", nc=8)
-    start = save_checkpoint(tmp_path / "float.pt", {"model": float_model.state_dict(), "yaml": float_model.yaml})
+    r = run_train(train_args(tiny_data, tmp_path, "float", epochs=1) + ["--noval", "--noplots"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]  # trained BatchNorm statistics: features that
+    start = tmp_path / "float" / "weights" / "last.pt"            # do not vanish, as a fresh model's do
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
     hyp.update(warmup_epochs=0, nbs=24)
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
@@ -133,6 +132,17 @@ def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_p
     assert model(torch.rand(1, 3, 64, 64) * 255).shape == (1, 84, 13)
     r = run_train(train_args(tiny_data, tmp_path, "again") + ["--weights", str(weights / "last.pt")], cwd=ROOT)
     assert r.returncode != 0 and "a --qat checkpoint" in r.stderr
+    import onnx
+
+    import export
+
+    with pytest.raises(ValueError, match="needs --opset 13"):
+        export.run(weights=str(weights / "last.pt"), img_size=64, opset=12)
+    results = export.run(weights=str(weights / "last.pt"), img_size=64, opset=13, deploy=True)
+    assert results["verification"][0].ok  # onnxruntime's int8 kernels against the fake-quantised model, by cosine
+    exported = onnx.load(str(results["onnx"]))
+    assert sum(n.op_type == "QuantizeLinear" for n in exported.graph.node) >= len(model.quantizers())
+    assert "rknn" in {p.key: p.value for p in exported.metadata_props}["quantization"]
 
 
 @pytest.mark.parametrize("cfg, distil", [("models/yoloxn.yaml", False),

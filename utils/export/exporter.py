@@ -56,6 +56,7 @@ def run_export(opts: ExportOptions) -> dict:
     device = select_device(str(opts.device))
     model, letterbox = _load(opts, device)
     opts.check_model(int(max(model.stride.tolist())))
+    _check_quantised(opts, model)
     _require_toolchains(opts)
     job = _prepare(opts, model, device, letterbox)
     LOGGER.info(f"Exporting {job.meta['yaml']} ({'weights ' + str(opts.weights) if opts.weights else 'random weights'}) "
@@ -85,6 +86,24 @@ def _load(opts: ExportOptions, device):
         return model, letterbox_of(model)
     LOGGER.warning(f"no --weights: exporting {opts.cfg} with random weights (for graph inspection only)")
     return Model(opts.cfg).to(device).eval(), "center"
+
+
+def _check_quantised(opts: ExportOptions, model) -> None:
+    """A --qat checkpoint is its own int8 model: what post-training options would redo is refused."""
+    from utils.export.int8 import PER_CHANNEL_OPSET
+    from utils.quant.prepare import QATModel
+
+    if not isinstance(model, QATModel):
+        return
+    if opts.opset < PER_CHANNEL_OPSET:
+        raise ValueError(f"{opts.weights}: a --qat model exports per-channel QDQ, which needs --opset {PER_CHANNEL_OPSET} or "
+                         f"newer (got {opts.opset})")
+    if opts.int8:
+        raise ValueError(f"{opts.weights}: a --qat model is already int8 (its ranges come from training); drop --int8")
+    if opts.focus_conv or opts.half or opts.nms is not None:
+        raise ValueError(f"{opts.weights}: a --qat model exports its trained graph as it is: drop --focus-conv, --half "
+                         f"and --nms")
+    LOGGER.info(f"{opts.weights}: {model.describe()}")
 
 
 def _require_toolchains(opts: ExportOptions) -> None:
@@ -134,6 +153,8 @@ def metadata(model, opts: ExportOptions, fmt, letterbox: str) -> dict:
     }
     if opts.nms is not None:
         meta["nms"] = opts.nms.metadata()
+    if hasattr(model, "describe"):  # a --qat model
+        meta["quantization"] = model.describe()
     return meta
 
 
@@ -149,7 +170,7 @@ def _onnx(job: _Job) -> dict:
     LOGGER.info(f"ONNX: {path} written in {time.perf_counter() - t0:.1f} s (opset {opts.opset}"
                 + (", simplified" if opts.simplify else "") + ")")
     check = verify_onnx(path, job.wrapped, job.im, reference=job.model, dynamic=opts.dynamic,
-                        providers=_providers(opts.half))
+                        providers=_providers(opts.half), quantised=hasattr(job.model, "quantizers"))
     LOGGER.info(check.text())
     check.raise_if_failed()
     return {"onnx": path, "onnx_check": check, **_report(job, "report", path)}

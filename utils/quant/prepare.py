@@ -89,6 +89,14 @@ class QATModel(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.head(self.body(x))
 
+    def fuse(self) -> "QATModel":
+        """Already folded (exporters call this on every model)."""
+        return self
+
+    def describe(self) -> str:
+        return (f"int8 QDQ from quantisation-aware training ({self.scheme.name}: {self.scheme.toolchains}; "
+                f"{len(self.quantizers())} activation ranges learnt in training, weights symmetric per channel)")
+
     def quantizers(self) -> list[ActivationQuantizer]:
         return [m for m in self.modules() if isinstance(m, ActivationQuantizer)]
 

@@ -91,9 +91,8 @@ def _load(opts: ExportOptions, device):
 def _check_quantised(opts: ExportOptions, model) -> None:
     """A --qat checkpoint is its own int8 model: what post-training options would redo is refused."""
     from utils.export.int8 import PER_CHANNEL_OPSET
-    from utils.quant.prepare import QATModel
 
-    if not isinstance(model, QATModel):
+    if not _quantised(model):
         return
     if opts.opset < PER_CHANNEL_OPSET:
         raise ValueError(f"{opts.weights}: a --qat model exports per-channel QDQ, which needs --opset {PER_CHANNEL_OPSET} or "
@@ -104,6 +103,13 @@ def _check_quantised(opts: ExportOptions, model) -> None:
         raise ValueError(f"{opts.weights}: a --qat model exports its trained graph as it is: drop --focus-conv, --half "
                          f"and --nms")
     LOGGER.info(f"{opts.weights}: {model.describe()}")
+
+
+def _quantised(model) -> bool:
+    """A --qat model (utils/quant): already int8, with its own QDQ graph."""
+    from utils.quant.prepare import QATModel
+
+    return isinstance(model, QATModel)
 
 
 def _require_toolchains(opts: ExportOptions) -> None:
@@ -153,7 +159,7 @@ def metadata(model, opts: ExportOptions, fmt, letterbox: str) -> dict:
     }
     if opts.nms is not None:
         meta["nms"] = opts.nms.metadata()
-    if hasattr(model, "describe"):  # a --qat model
+    if _quantised(model):
         meta["quantization"] = model.describe()
     return meta
 
@@ -170,7 +176,7 @@ def _onnx(job: _Job) -> dict:
     LOGGER.info(f"ONNX: {path} written in {time.perf_counter() - t0:.1f} s (opset {opts.opset}"
                 + (", simplified" if opts.simplify else "") + ")")
     check = verify_onnx(path, job.wrapped, job.im, reference=job.model, dynamic=opts.dynamic,
-                        providers=_providers(opts.half), quantised=hasattr(job.model, "quantizers"))
+                        providers=_providers(opts.half), quantised=_quantised(job.model))
     LOGGER.info(check.text())
     check.raise_if_failed()
     return {"onnx": path, "onnx_check": check, **_report(job, "report", path)}

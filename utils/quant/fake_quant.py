@@ -1,6 +1,6 @@
 """Fake quantisation as 8-bit toolchains compute it: round to a grid of 256 levels, clamp, map back.
 
-    q = ActivationQuantizer(SCHEMES["rknn"])    # per tensor; observes its range while ``observing``
+    q = ActivationQuantizer(SCHEMES["rknn"])    # per tensor; observes its range in training mode
     y = q(x)                                    # torch.fake_quantize_per_tensor_affine: exports as Q + DQ
     w_q = quantize_weight(conv.weight)          # symmetric int8 per output channel
 
@@ -56,21 +56,20 @@ SCHEMES = {
 
 
 class ActivationQuantizer(nn.Module):
-    """Per-tensor fake quantisation with an observed range: the first batch sets it, later batches move
-    it by RANGE_MOMENTUM while ``observing`` (training), and it stays fixed otherwise. The range is a
+    """Per-tensor fake quantisation with an observed range: the first batch sets it, later training batches
+    move it by RANGE_MOMENTUM, and in eval mode it stays fixed. The range is a
     buffer, so it is in checkpoints (exact --resume) and averaged by the EMA like BatchNorm statistics."""
 
     def __init__(self, scheme: QuantScheme):
         super().__init__()
         self.scheme = scheme
-        self.observing = True
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialised", torch.tensor(False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exporting = torch.jit.is_tracing()
-        if not exporting and (self.observing and self.training or not bool(self.initialised)):
+        if not exporting and (self.training or not bool(self.initialised)):
             self._observe(x.detach())
         if exporting or not self.training:  # a fixed grid: plain numbers, constants in an exported graph
             scale, zero_point = self.grid()

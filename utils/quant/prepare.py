@@ -100,12 +100,6 @@ class QATModel(nn.Module):
     def quantizers(self) -> list[ActivationQuantizer]:
         return [m for m in self.modules() if isinstance(m, ActivationQuantizer)]
 
-    def observe(self, on: bool) -> "QATModel":
-        """Let the activation ranges follow the data (calibration, early QAT) or freeze them."""
-        for q in self.quantizers():
-            q.observing = on
-        return self
-
 
 class _FeaturesOf(nn.Module):
     """What gets traced: a Model's layers up to its head."""

@@ -118,11 +118,16 @@ def check_onnx_file(path) -> None:
         raise ExportCheckError(f"{path}: onnx.checker rejects the file: {e}") from None
 
 
-def ort_session(path, providers: Sequence[str] | None = None):
+def ort_session(path, providers: Sequence[str] | None = None, as_written: bool = False):
+    """An onnxruntime session; ``as_written``: no graph optimisation, so a QDQ file runs every QuantizeLinear /
+    DequantizeLinear as written (the exact 8-bit arithmetic) instead of fusing them into int8 kernels, whose
+    rounding differs and which saturate on CPUs without VNNI (utils/quant/cpu_int8.py)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if as_written:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=list(providers or ["CPUExecutionProvider"]))
 
 
@@ -205,13 +210,15 @@ def compare_nms(got, want, atol: float, rtol: float, suffix: str = "", tie: floa
 def verify_onnx(path, wrapped, im: torch.Tensor, reference=None, dynamic: Sequence[str] = (),
                 providers: Sequence[str] | None = None, quantised: bool = False) -> Verification:
     """Check ``path`` against ``wrapped`` (the traced ExportModel, whose ``format`` says what the outputs are)
-    and, decoded, against ``reference``; a ``quantised`` (int8 QDQ) file by cosine (QDQ_MIN_COSINE)."""
+    and, decoded, against ``reference``; a ``quantised`` (int8 QDQ) file by cosine (QDQ_MIN_COSINE), its QDQ
+    graph run as written: what is checked is the file, not onnxruntime's int8 kernels on this CPU."""
     fmt = wrapped.format
     check_onnx_file(path)
     atol, rtol = TOLERANCES.get(im.dtype, TOLERANCES[torch.float32])
-    session = ort_session(path, providers)
+    session = ort_session(path, providers, as_written=quantised)
     result = Verification(Path(path), f"onnxruntime {session.get_providers()[0]} vs torch, 2 inputs "
-                                      f"{list(im.shape)} {str(im.dtype).replace('torch.', '')}")
+                                      f"{list(im.shape)} {str(im.dtype).replace('torch.', '')}"
+                                      + (", QDQ run as written (the file's 8-bit arithmetic)" if quantised else ""))
     g = torch.Generator(device=im.device).manual_seed(12345)
     other = (torch.rand(im.shape, generator=g, device=im.device) * 255).to(im.dtype)
     inputs = [im, other]  # another image: a value traced into a constant by mistake shows here

@@ -19,11 +19,11 @@ class OnnxModel:
     """An ONNX file run by onnxruntime on CPU, called like the eval-mode model: images [B, 3, H, W]
     float (BGR 0-255) -> decoded [B, N, 5 + nc]."""
 
-    def __init__(self, path, imgsz: int):
-        import onnxruntime as ort
+    def __init__(self, path, imgsz: int, as_written: bool = False):
+        from utils.export.verify import ort_session
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, as_written=as_written)  # as_written: a QDQ file's exact 8-bit arithmetic
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         if len(inp.shape) != 4:

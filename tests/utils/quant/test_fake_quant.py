@@ -11,10 +11,15 @@ from onnx import TensorProto, helper
 from tests.reference import randomize_bn
 from tests.support import tiny_detect_model, varied_model
 from utils.export.layouts import ExportModel
+from utils.quant.cpu_int8 import int8_kernels_saturate
 from utils.quant.fake_quant import SCHEMES, ActivationQuantizer, quantize_weight, weight_scales
 from utils.quant.prepare import QuantConv2d, QuantSiLU, prepare_qat
 
 ort = pytest.importorskip("onnxruntime")
+# onnxruntime's fused int8 kernels equal the 8-bit arithmetic within their rounding only where int8 products
+# accumulate in 32 bits (VNNI, AMX, ARM): without VNNI they saturate in 16 bits (utils/quant/cpu_int8.py)
+needs_vnni = pytest.mark.skipif(int8_kernels_saturate(), reason="this x86 CPU has no VNNI: onnxruntime's u8 x s8 "
+                                                                 "int8 kernels saturate, so they are not compared")
 
 
 def _quantize_dequantize_in_ort(x: np.ndarray, scale: float, zero_point: int, unsigned: bool) -> np.ndarray:
@@ -87,18 +92,31 @@ def _ort(model: bytes, x: torch.Tensor, optimise: bool = True) -> list[np.ndarra
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 @pytest.mark.parametrize("c_in, k, amplitude", [(8, 1, 1.0), (64, 3, 30.0)])
+def test_quantised_conv_equals_its_qdq_graph(scheme, c_in, k, amplitude):
+    block, x, expected, model = _conv_case(scheme, c_in, k, amplitude)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load_from_string(model).graph.node}
+    step = block.conv.output.grid()[0]
+    assert np.abs(_ort(model, x, optimise=False)[0] - expected).max() <= step * 1e-3  # Q/DQ as written: the same
+
+
+@needs_vnni
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("c_in, k, amplitude", [(8, 1, 1.0), (64, 3, 30.0)])
 def test_quantised_conv_equals_onnxruntimes_int8_kernel_within_one_step(scheme, c_in, k, amplitude):
+    block, x, expected, model = _conv_case(scheme, c_in, k, amplitude)
+    step = block.conv.output.grid()[0]
+    assert np.abs(_ort(model, x)[0] - expected).max() <= step * 1.001  # int8 kernel: its own rounding, one step
+
+
+def _conv_case(scheme, c_in, k, amplitude):
+    """(a quantised conv block with observed ranges, its input, its eval output, its QDQ ONNX bytes)."""
     torch.manual_seed(0)
     block = _ConvBlock(SCHEMES[scheme], c_in, k)
     x = torch.randn(2, c_in, 8, 8) * amplitude
     block.train()(x)
     with torch.no_grad():
         expected = block.eval()(x).numpy()
-    model = _onnx(block, x)
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load_from_string(model).graph.node}
-    step = block.conv.output.grid()[0]
-    assert np.abs(_ort(model, x)[0] - expected).max() <= step * 1.001  # int8 kernel: its own rounding, one step
-    assert np.abs(_ort(model, x, optimise=False)[0] - expected).max() <= step * 1e-3  # Q/DQ as written: the same
+    return block, x, expected, _onnx(block, x)
 
 
 def _export_and_run(qat, x, optimise: bool):
@@ -140,8 +158,9 @@ def test_small_qat_model_exports_the_qdq_graph_it_trains(scheme):
         for k, step in enumerate(_steps(qat.detect, level)):
             diff = np.abs(expected[3 * level + k] - got[3 * level + k]).max()
             assert diff <= step * 1.001, f"level {level} output {k}: max |diff| {diff:.3g} > one step {step:.3g}"
-    expected, got, _ = _export_and_run(qat, x, optimise=True)
-    assert min(_cosine(a, b) for a, b in zip(expected, got)) > 0.999
+    if not int8_kernels_saturate():
+        expected, got, _ = _export_and_run(qat, x, optimise=True)
+        assert min(_cosine(a, b) for a, b in zip(expected, got)) > 0.999
 
 
 def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():

@@ -4,6 +4,7 @@
     python export.py --weights yolox_s.pth --cfg models/yoloxs.yaml --img-size 640 --simplify
     python export.py --weights best.pt --deploy --deploy-outputs split --dynamic batch
     python export.py --weights best.pt --deploy --focus-conv --int8 --data data/demo.yaml --calib-images 100
+    python export.py --weights best.pt --deploy --int8 --sensitivity --data data/demo.yaml --img-size 256
     python export.py --weights best.pt --nms --max-det 100 --conf-thres 0.25 --iou-thres 0.45
     python export.py --cfg models/yoloxs_rslu.yaml --deploy --simplify       # random weights: graph inspection
     python export.py --weights best.pt --deploy --include openvino --int8 --data data/demo.yaml  # openvino, nncf
@@ -69,6 +70,11 @@ def parse_opt(argv=None):
     p.add_argument("--half", action="store_true", help="float16 export (CUDA device only)")
     p.add_argument("--int8", action="store_true",
                    help="also write int8 models calibrated on --data: QDQ ONNX (onnx), NNCF IR (openvino), RKNN (rknn)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="with --int8: quantise one layer group at a time, rank the groups by mAP lost and recommend "
+                        "which to keep in float (written for onnxruntime, OpenVINO and RKNN, and measured)")
+    p.add_argument("--hybrid-budget", type=fraction, default=D.hybrid_budget,
+                   help="--sensitivity: mAP50-95 the recommended hybrid may lose against float (0.015: 1.5 points)")
     p.add_argument("--data", default=None, help="dataset yaml with the calibration images (--int8)")
     p.add_argument("--calib-images", type=positive_int, default=DatasetImages.calibration,
                    help="--int8: number of calibration images")

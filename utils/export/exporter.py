@@ -45,6 +45,7 @@ class _Job:
     meta: dict                # the files' metadata
     onnx_path: Path
     letterbox: str
+    judge: object = None      # --sensitivity: measures a file of the model (utils/quant/sensitivity.Judge)
 
     @property
     def batch(self) -> int:
@@ -69,10 +70,12 @@ def run_export(opts: ExportOptions) -> dict:
         calib, held, source = _images(job)
         if opts.int8 and "onnx" in opts.include:
             results.update(_int8(job, calib, held, source))
+        if opts.sensitivity:
+            results.update(_sensitivity(job, calib, held))
         if "openvino" in opts.converted:
-            results.update(_openvino(job, calib, held, source))
+            results.update(_openvino(job, calib, held, source, results.get("sensitivity")))
         if "rknn" in opts.converted:
-            results.update(_rknn(job, calib, held, source))
+            results.update(_rknn(job, calib, held, source, results.get("sensitivity")))
     if "torchscript" in opts.include:
         results.update(_torchscript(job))
     results["verification"] = [results.pop(k) for k in ("onnx_check", "torchscript_check") if k in results]
@@ -254,7 +257,58 @@ def _int8(job: _Job, calib: np.ndarray, held: np.ndarray, source: str) -> dict:
     return {"int8": int8_path, "int8_comparison": comparison, **_report(job, "int8_report", int8_path)}
 
 
-def _openvino(job: _Job, calib, held, source: str) -> dict:
+def _sensitivity(job: _Job, calib: np.ndarray, held: np.ndarray) -> dict:
+    """Per-layer-group int8 sensitivity in onnxruntime, the recommended hybrid, and its terms for each toolchain."""
+    from utils.quant.layer_groups import describe_rows
+    from utils.quant.sensitivity import Judge, analyse_sensitivity
+
+    path = job.onnx_path
+    job.judge = Judge(path, job.opts.images.data, job.opts.img_size[0], held, letterbox=job.letterbox)
+    report = analyse_sensitivity(path, calib, job.judge, path.parent, budget=job.opts.hybrid_budget,
+                                 describe=describe_rows(job.model))
+    LOGGER.info(report.text())
+    out = {"sensitivity": report, **_write_sensitivity(job, report)}
+    if report.hybrid is not None:
+        out["hybrid_int8"] = report.hybrid.path
+    return out
+
+
+def _write_sensitivity(job: _Job, report) -> dict:
+    """<stem>.sensitivity.md (the tables) and <stem>.hybrid.json (the hybrid in each toolchain's terms)."""
+    import json
+
+    path = job.onnx_path
+    text_path, terms_path = path.with_name(path.stem + ".sensitivity.md"), path.with_name(path.stem + ".hybrid.json")
+    text_path.write_text(report.text() + "\n")
+    terms_path.write_text(json.dumps(report.terms(), indent=1) + "\n")
+    LOGGER.info(f"sensitivity: {text_path} and {terms_path} written"
+                + (f"; the onnxruntime hybrid is {report.hybrid.path}" if report.hybrid else ""))
+    return {"sensitivity_text": text_path, "hybrid_terms": terms_path}
+
+
+def _openvino_hybrid(job: _Job, xml: Path, int8_xml: Path, calib: np.ndarray, report) -> dict:
+    """The recommended hybrid as NNCF's ignored scope, quantised, measured and shown to have taken effect."""
+    import onnx
+    import openvino as ov
+
+    from utils.export.openvino import quantize_openvino
+    from utils.quant.hybrid_config import count_ops, openvino_ignored_names
+    from utils.quant.sensitivity import ToolchainHybrid
+
+    core = ov.Core()
+    names = openvino_ignored_names(core.read_model(str(xml)), onnx.load(str(job.onnx_path)), report.hybrid.exclude)
+    path = quantize_openvino(xml, int8_xml.with_name(job.onnx_path.stem + ".hybrid.int8.xml"), calib,
+                             batch_size=job.batch, ignored=names)
+    before, after = (count_ops(core.read_model(str(f)), "FakeQuantize") for f in (int8_xml, path))
+    report.toolchains["openvino"] = ToolchainHybrid({"ignored_scope": {"names": names}}, job.judge(int8_xml),
+                                                    job.judge(path), f"FakeQuantize {before} -> {after}")
+    LOGGER.info(f"OpenVINO hybrid: {path} ({len(names)} ops in NNCF's ignored scope; FakeQuantize {before} -> {after})"
+                f"\n{report.toolchain_table()}")
+    _write_sensitivity(job, report)
+    return {"openvino_hybrid_int8": path}
+
+
+def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     from utils.export.compare import compare_with_torch
     from utils.export.openvino import export_openvino, quantize_openvino
     from utils.infer.openvino_runtime import openvino_runner
@@ -273,6 +327,8 @@ def _openvino(job: _Job, calib, held, source: str) -> dict:
                     f"calibration images)")
         out["openvino_int8"] = int8_xml
         files = [("openvino_fp32_comparison", xml), ("openvino_comparison", int8_xml)]
+        if sensitivity is not None and sensitivity.hybrid is not None:
+            out.update(_openvino_hybrid(job, xml, int8_xml, calib, sensitivity))
     for key, f in files:
         run = openvino_runner(f, job.wrapped.format.names)
         out[key] = compare_with_torch(run, job.wrapped, job.model, held, f, "OpenVINO CPU", batch_size=job.batch)
@@ -281,7 +337,7 @@ def _openvino(job: _Job, calib, held, source: str) -> dict:
     return out
 
 
-def _rknn(job: _Job, calib, held, source: str) -> dict:
+def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     from utils.export.compare import compare_with_torch
     from utils.export.rknn import build_rknn
 
@@ -289,13 +345,55 @@ def _rknn(job: _Job, calib, held, source: str) -> dict:
     t0 = time.perf_counter()
     path = job.onnx_path.with_name(job.onnx_path.stem + (".int8" if calib is not None else "") + ".rknn")
     rknn = build_rknn(job.onnx_path, path, platform, calib, job.meta)
+    int8_measure = None
     try:
         LOGGER.info(f"RKNN: {path} written in {time.perf_counter() - t0:.1f} s ({platform}, "
                     + (f"int8, calibrated on {len(calib)} images)" if calib is not None else
                        "float16; add --int8 --data for the 8-bit model)"))
         comparison = compare_with_torch(rknn.run, job.wrapped, job.model, held, path, rknn.runtime)
+        if sensitivity is not None and sensitivity.hybrid is not None:
+            int8_measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
     finally:
         rknn.release()
     comparison.source = source
     LOGGER.info(comparison.text())
-    return {"rknn": path, "rknn_comparison": comparison}
+    out = {"rknn": path, "rknn_comparison": comparison}
+    if int8_measure is not None:
+        out.update(_rknn_hybrid(job, calib, sensitivity, int8_measure))
+    return out
+
+
+class _Decoded:
+    """A converted model's run function as val.py calls a model: images [B, 3, H, W] -> decoded [B, N, 5 + nc],
+    one image at a time (RKNN models have batch 1)."""
+
+    training = False
+
+    def __init__(self, run, fmt, nc: int):
+        self.run, self.fmt, self.nc = run, fmt, nc
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().cpu().numpy()
+        return torch.cat([self.fmt.decode(self.run(x[i:i + 1])) for i in range(len(x))])
+
+
+def _rknn_hybrid(job: _Job, calib: np.ndarray, report, int8_measure) -> dict:
+    """The recommended hybrid as rknn-toolkit2's custom_quantize_layers, built, measured in the simulator and
+    checked against the compiler's own report of the tensors it kept in float16."""
+    from utils.export.rknn import build_rknn_hybrid
+    from utils.quant.sensitivity import ToolchainHybrid
+
+    path = job.onnx_path.with_name(job.onnx_path.stem + ".hybrid.int8.rknn")
+    rknn, tensors, reported = build_rknn_hybrid(job.onnx_path, path, job.opts.rknn_platform, calib,
+                                                report.hybrid.exclude, job.meta)
+    try:
+        measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
+    finally:
+        rknn.release()
+    report.toolchains["rknn"] = ToolchainHybrid({"custom_quantize_layers": {t: "float16" for t in tensors}},
+                                                int8_measure, measure,
+                                                f"{reported} of {len(tensors)} tensors compiled as float16")
+    LOGGER.info(f"RKNN hybrid: {path} ({len(tensors)} tensors under custom_quantize_layers; the compiler kept "
+                f"{reported} in float16)\n{report.toolchain_table()}")
+    _write_sensitivity(job, report)
+    return {"rknn_hybrid": path}

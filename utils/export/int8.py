@@ -18,9 +18,11 @@ detections the int8 file finds again (utils/export/compare.py). The mAP of the i
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -81,8 +83,14 @@ class _QuietPreprocessHint(logging.Filter):
             "run pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_int8(fp32_path, int8_path, images: np.ndarray, batch_size: int = 1, per_channel: bool = True) -> Path:
-    """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path."""
+def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: int = 1, per_channel: bool = True,
+                  exclude: Sequence[str] = (), only: Sequence[str] | None = None, calibration_cache=None) -> Path:
+    """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path.
+
+    exclude: ONNX node names kept in float (onnxruntime's ``nodes_to_exclude``); only: quantise these nodes
+    alone (``nodes_to_quantize``). calibration_cache: a JSON file of the calibrated ranges, written by the
+    first call and read by later ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one
+    model calibrate once; older onnxruntime calibrates every call on ``images``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -103,20 +111,31 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray, batch_size: int = 1,
         source = onnx.version_converter.convert_version(model, PER_CHANNEL_OPSET)
         LOGGER.info(f"int8: per-channel weights need opset {PER_CHANNEL_OPSET}: the int8 file is converted from "
                     f"opset {_opset(model)} (the float32 file keeps it)")
+    cache = {"calibration_cache_path": calibration_cache} if calibration_cache is not None and \
+        "calibration_cache_path" in inspect.signature(quantize_static).parameters else {}  # onnxruntime >= 1.23
+    cached = bool(cache) and Path(calibration_cache).is_file()
+    if images is None and not cached:
+        raise ValueError("int8: calibration needs images (an existing calibration cache needs onnxruntime >= 1.23)")
     quiet = _QuietPreprocessHint()
     logging.getLogger().addFilter(quiet)
     try:
-        quantize_static(source, str(int8_path), _Reader(input_name), quant_format=QuantFormat.QDQ,
+        quantize_static(source, str(int8_path), None if cached else _Reader(input_name), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude) or None,
+                        nodes_to_quantize=list(only) if only is not None else None, **cache)
     finally:
         logging.getLogger().removeFilter(quiet)
     quantized = onnx.load(str(int8_path))  # keep the fp32 file's metadata, and say it is int8
     del quantized.metadata_props[:]
     for p in model.metadata_props:
         quantized.metadata_props.add(key=p.key, value=p.value)
-    quantized.metadata_props.add(key="quantization", value=f"int8 QDQ (onnxruntime quantize_static, MinMax, "
-                                                           f"{len(images)} calibration images)")
+    ranges = f"ranges from {Path(calibration_cache).name}" if cached else f"{len(images)} calibration images"
+    what = f"int8 QDQ (onnxruntime quantize_static, MinMax, {ranges})"
+    if exclude:
+        what += f", {len(exclude)} nodes kept in float"
+    if only is not None:
+        what += f", only {len(only)} nodes quantised"
+    quantized.metadata_props.add(key="quantization", value=what)
     onnx.save(quantized, str(int8_path))
     return int8_path
 

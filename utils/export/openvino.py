@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -42,17 +43,20 @@ def export_openvino(onnx_path, xml_path, metadata: dict) -> Path:
     return xml_path
 
 
-def quantize_openvino(xml_path, int8_path, images: np.ndarray, batch_size: int = 1) -> Path:
-    """NNCF int8 of the IR at ``xml_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path."""
+def quantize_openvino(xml_path, int8_path, images: np.ndarray, batch_size: int = 1, ignored: Sequence[str] = ()) -> Path:
+    """NNCF int8 of the IR at ``xml_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path.
+    ignored: names of ops kept in float (NNCF's IgnoredScope, validated: an unknown name is an error)."""
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(xml_path))
     calibration = batches(np.ascontiguousarray(images, dtype=np.float32), batch_size)  # the model's batch size
+    scope = nncf.IgnoredScope(names=list(ignored), validate=True) if ignored else None
     quantized = nncf.quantize(model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(calibration))
+                              subset_size=len(calibration), **({"ignored_scope": scope} if scope else {}))
+    kept = f", {len(ignored)} ops kept in float" if ignored else ""
     quantized.set_rt_info(f"int8 (NNCF post-training quantisation, performance preset, {len(images)} calibration "
-                          f"images)", [META_SECTION, "quantization"])
+                          f"images{kept})", [META_SECTION, "quantization"])
     int8_path = Path(int8_path)
     ov.save_model(quantized, str(int8_path), compress_to_fp16=False)
     return int8_path

@@ -13,6 +13,7 @@ from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.export.nms_graph import NMS_DEFAULTS, check_nms_args
 from utils.export.onnx_file import DYNAMIC_AXES, check_opset
 from utils.export.rewrite import FOCUS_MODES
+from utils.quant.sensitivity import DEFAULT_BUDGET
 
 INCLUDE = ("onnx", "torchscript", "openvino", "rknn")
 CONVERTED = ("openvino", "rknn")  # converted from the verified ONNX file, so it is written for them too
@@ -64,6 +65,8 @@ class ExportOptions:
     half: bool = False
     nms: NmsOptions | None = None
     int8: bool = False                 # also int8 models, calibrated on ``images``
+    sensitivity: bool = False          # with int8: per-layer-group sensitivity and the hybrid it recommends
+    hybrid_budget: float = DEFAULT_BUDGET  # mAP50-95 the recommended hybrid may lose against float
     images: DatasetImages | None = None
     rknn_platform: str = "rk3588"
     device: str = "cpu"
@@ -118,6 +121,8 @@ class ExportOptions:
         if self.int8 and self.nms is not None:
             raise ValueError("--int8 with --nms would quantise the NMS tail: quantise the network (--deploy --int8) "
                              "and run NMS after it")
+        if self.sensitivity:
+            self._check_sensitivity()
         if self.int8 and "onnx" not in self.include and not self.converted:
             raise ValueError("--int8 quantises the ONNX file, the OpenVINO IR or the RKNN model: add --include onnx, "
                              "openvino or rknn")
@@ -126,6 +131,19 @@ class ExportOptions:
         bad = [d for d in self.dynamic if d not in DYNAMIC_AXES]
         if bad:
             raise ValueError(f"--dynamic takes {' and/or '.join(DYNAMIC_AXES)}, got {bad}")
+
+    def _check_sensitivity(self) -> None:
+        if not self.int8:
+            raise ValueError("--sensitivity measures what 8 bits cost per layer: add --int8 (and --data)")
+        if "onnx" not in self.include:
+            raise ValueError("--sensitivity quantises the ONNX file one layer group at a time in onnxruntime: "
+                             "add --include onnx")
+        if self.img_size[0] != self.img_size[1]:
+            raise ValueError(f"--sensitivity measures mAP with val.py's square input: export a square --img-size "
+                             f"(got {self.img_size[0]} {self.img_size[1]})")
+        if not 0.0 <= float(self.hybrid_budget) < 1.0:
+            raise ValueError(f"--hybrid-budget is a share of mAP50-95 in [0, 1) (0.015 = 1.5 points), got "
+                             f"{self.hybrid_budget}")
 
     def _check_rknn(self) -> None:
         from utils.export.rknn import check_platform

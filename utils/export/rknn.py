@@ -127,3 +127,106 @@ def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarra
         rknn.release()
         raise
     return RknnModel(rknn, rknn_path, platform, images is not None)
+
+
+HYBRID_LOG = "Meet hybrid type"  # what rknn-toolkit2's compiler prints for each tensor it keeps in float16
+
+
+def build_rknn_hybrid(onnx_path, rknn_path, platform: str, images: np.ndarray, float_nodes, metadata: dict | None = None):
+    """int8 with the outputs of the ONNX nodes ``float_nodes`` kept in float16: rknn-toolkit2's hybrid
+    quantisation (``hybrid_quantization_step1``, the layers written under ``custom_quantize_layers`` in the
+    .quantization.cfg it writes, ``hybrid_quantization_step2``). rknn names those layers by their output
+    tensors (a node name is refused as an invalid operand), and only tensors step 1 lists exist for it (a
+    SiLU's Sigmoid output is fused away). Returns (live RknnModel, the float16 tensors, how many of them the
+    compiler's log names as float16: "Meet hybrid type, dtype: float16, tensor: <name>"): the proof that the
+    setting took effect (rknn-toolkit2 #360: a hybrid configuration that changed nothing)."""
+    import os
+
+    import onnx
+    from rknn.api import RKNN
+
+    platform, rknn_path = check_platform(platform), Path(rknn_path)
+    wanted = {t for n in onnx.load(str(onnx_path)).graph.node if n.name in set(float_nodes) for t in n.output}
+    config = dict(mean_values=MEAN, std_values=STD, target_platform=platform, quantized_dtype="w8a8",
+                  quantized_algorithm="normal", quantized_method="channel")
+    stem, cwd = Path(onnx_path).stem, os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="rknn_hybrid_") as tmp:
+        dataset = _write_dataset(images, Path(tmp))
+        first = RKNN(verbose=False)  # step 2 refuses a session that has loaded a model: one session per step
+        try:
+            _check(first.config(**config), "config", rknn_path)
+            _check(first.load_onnx(model=str(Path(onnx_path).resolve())), "load_onnx", onnx_path)
+            os.chdir(tmp)  # step 1 writes <stem>.model, .data and .quantization.cfg into the working directory
+            _check(first.hybrid_quantization_step1(dataset=str(dataset), proposal=False), "hybrid_quantization_step1",
+                   rknn_path)
+        finally:
+            os.chdir(cwd)
+            first.release()
+        cfg = Path(tmp) / f"{stem}.quantization.cfg"
+        tensors = [t for t in _cfg_tensors(cfg) if t in wanted]
+        _write_custom_layers(cfg, tensors)
+        rknn = RKNN(verbose=True)  # the compiler names the float16 tensors only in its verbose log
+        try:
+            _check(rknn.config(**config), "config", rknn_path)
+            with _captured_stdout() as log:
+                _check(rknn.hybrid_quantization_step2(model_input=str(Path(tmp) / f"{stem}.model"),
+                                                      data_input=str(Path(tmp) / f"{stem}.data"),
+                                                      model_quantization_cfg=str(cfg)), "hybrid_quantization_step2",
+                       rknn_path)
+                _check(rknn.export_rknn(str(rknn_path)), "export_rknn", rknn_path)
+            _check(rknn.init_runtime(), "init_runtime (simulator)", rknn_path)
+        except BaseException:
+            rknn.release()
+            raise
+    kept = {line.rsplit("tensor:", 1)[-1].strip() for line in log.text().splitlines() if HYBRID_LOG in line}
+    return RknnModel(rknn, rknn_path, platform, True), tensors, len(kept & set(tensors))
+
+
+def _cfg_tensors(cfg: Path) -> list[str]:
+    """The tensor names step 1 quantised: the keys under ``quantize_parameters`` of its .quantization.cfg."""
+    import yaml
+
+    params = (yaml.safe_load(cfg.read_text()) or {}).get("quantize_parameters") or {}
+    return list(params)
+
+
+def _write_custom_layers(cfg: Path, tensors) -> None:
+    text, empty = cfg.read_text(), "custom_quantize_layers: {}\n"
+    if empty not in text:
+        raise RknnError(f"{cfg}: no empty 'custom_quantize_layers' section to fill (an rknn-toolkit2 version whose "
+                        f"hybrid configuration this exporter does not know)")
+    layers = "".join(f"    {json.dumps(t)}: float16\n" for t in tensors)
+    cfg.write_text(text.replace(empty, "custom_quantize_layers:\n" + layers if tensors else empty))
+
+
+class _captured_stdout:
+    """Captures what native code writes to file descriptor 1 (rknn's verbose compiler log): passed on in full
+    when the block fails, else only its hybrid lines."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(1)
+        os.dup2(self._file.fileno(), 1)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        self._file.seek(0)
+        self._text = self._file.read().decode(errors="replace")
+        self._file.close()
+        shown = self._text if exc[0] is not None else "".join(
+            line for line in self._text.splitlines(keepends=True) if HYBRID_LOG in line)
+        sys.stdout.write(shown)
+        return False
+
+    def text(self) -> str:
+        return self._text

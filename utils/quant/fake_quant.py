@@ -76,7 +76,10 @@ class ActivationQuantizer(nn.Module):
         else:  # tensors: no device-to-host copy per quantiser and step
             scale, zero_point = self.scheme.scale_zero_point(self.lo, self.hi)
         y = x if x.dtype == torch.float32 else x.float()  # torch's kernels take float32 (autocast gives bf16 / fp16)
-        y = torch.fake_quantize_per_tensor_affine(y, scale, zero_point, self.scheme.qmin, self.scheme.qmax)
+        if exporting or not torch.is_grad_enabled():  # torch's op: what torch.onnx writes as QuantizeLinear + DequantizeLinear
+            y = torch.fake_quantize_per_tensor_affine(y, scale, zero_point, self.scheme.qmin, self.scheme.qmax)
+        else:
+            y = _FakeQuantize.apply(y, scale, zero_point, self.scheme.qmin, self.scheme.qmax)
         return y if x.dtype == torch.float32 else y.to(x.dtype)
 
     @torch.no_grad()
@@ -97,6 +100,26 @@ class ActivationQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.scheme.name}, range [{float(self.lo):.4g}, {float(self.hi):.4g}]"
+
+
+class _FakeQuantize(torch.autograd.Function):
+    """torch.fake_quantize_per_tensor_affine's arithmetic and gradient (straight through inside the grid, zero
+    outside) in plain vectorised ops: on CPUs torch's kernel with tensor scales is the slowest op of a QAT
+    step (about half of it), this is about twice as fast, and gives the same numbers (tests)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):
+        scale = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
+        zero_point = torch.as_tensor(zero_point, device=x.device).to(x.dtype)
+        q = torch.round(x * scale.reciprocal()).add_(zero_point)  # torch's kernel multiplies by 1 / scale too
+        inside = (q >= qmin) & (q <= qmax)
+        ctx.save_for_backward(inside)
+        return q.clamp_(qmin, qmax).sub_(zero_point).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
 
 
 def weight_scales(weight: torch.Tensor) -> torch.Tensor:

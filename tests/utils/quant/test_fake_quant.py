@@ -189,3 +189,28 @@ def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():
     constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     assert all(set(n.input[1:]) <= constants for n in graph.node if n.op_type == "QuantizeLinear")
     assert len(_ort(model_bytes, x)) == 9
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_training_fake_quantize_equals_torchs_kernel_and_its_gradient(scheme):
+    """Training uses a vectorised copy of torch.fake_quantize_per_tensor_affine (faster on CPUs); export and
+    no-grad evaluation use torch's op. Both give the same values, ties included, and the same gradient."""
+    from utils.quant.fake_quant import _FakeQuantize
+
+    s = SCHEMES[scheme]
+    scale, zero_point = 0.05, 0 if s.symmetric else 3 + s.qmin // 128
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(1000, generator=g) * 8,  # beyond the grid on both sides: clamped, zero gradient
+                   (torch.arange(-40, 40) + 0.5) * scale])  # exact ties: rounded half to even
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    want = torch.fake_quantize_per_tensor_affine(a, torch.tensor(scale), torch.tensor(zero_point, dtype=torch.int32),
+                                                 s.qmin, s.qmax)
+    got = _FakeQuantize.apply(b, torch.tensor(scale), torch.tensor(zero_point, dtype=torch.int32), s.qmin, s.qmax)
+    assert torch.equal(got, want)
+    upstream = torch.randn(x.shape, generator=g)
+    want.backward(upstream)
+    got.backward(upstream)
+    assert torch.equal(b.grad, a.grad) and (a.grad == 0).any() and (a.grad != 0).any()
+    quantiser = ActivationQuantizer(s).train()
+    y = quantiser(b)  # training mode, with gradients: the vectorised path
+    assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_FakeQuantizeBackward"

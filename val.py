@@ -4,6 +4,7 @@
         --device 0,1 --save-json --classwise
     python val.py --data data/coco.yaml --weights yolox_s.pth                  # official YOLOX weights
     python val.py --data data/demo.yaml --weights model.onnx --img-size 320     # an ONNX file, onnxruntime
+    python val.py --data data/demo.yaml --weights model.int8.onnx --qdq-exact  # int8 as an NPU computes it
     python val.py --data data/demo.yaml --weights model.int8.xml --img-size 320 # an OpenVINO IR (pip install openvino)
 
 The engine is utils/eval/evaluator.py; the trainer calls its ``evaluate`` every epoch. Official YOLOX
@@ -53,6 +54,10 @@ def parse_opt(argv=None):
     parser.add_argument("--coco-backend", default=D.coco_backend, choices=BACKENDS,
                         help="auto: faster-coco-eval where it is installed, else pycocotools (the log names the one "
                              "used); faster; or pycocotools")
+    parser.add_argument("--qdq-exact", action="store_true",
+                        help="run an int8 QDQ ONNX file as written (every QuantizeLinear / DequantizeLinear executed): "
+                             "the 8-bit arithmetic an NPU performs, the same on every CPU, instead of onnxruntime's "
+                             "fused int8 kernels, which saturate on x86 CPUs without VNNI")
     parser.add_argument("--letterbox", default=None, choices=LETTERBOX_MODES,
                         help="preprocessing; default topleft for official YOLOX .pth weights, center otherwise")
     return parser.parse_args(argv)

@@ -82,6 +82,7 @@ class ValOptions(EvalOptions):
     workers: int = 8
     half: bool = False                 # float16 inference (CUDA)
     letterbox: str | None = None       # default: what the weights expect (topleft for official YOLOX)
+    qdq_exact: bool = False            # an int8 QDQ ONNX file as written: its exact 8-bit arithmetic
     project: str | Path = "runs/val"
     name: str = "exp"
     exist_ok: bool = False
@@ -115,7 +116,7 @@ def run_val(opts: ValOptions) -> EvalResult:
     data = opts.data if isinstance(opts.data, dict) else load_data_config(opts.data)
     source = split_source(data, opts.split)  # raises when the dataset has no such split
     device = select_device(opts.device)
-    model, letterbox = load_weights(opts.weights, opts.cfg, device, opts.imgsz)
+    model, letterbox = load_weights(opts.weights, opts.cfg, device, opts.imgsz, qdq_exact=opts.qdq_exact)
     half = opts.half and device.type != "cpu" and isinstance(model, torch.nn.Module)
     if half:
         model.half()

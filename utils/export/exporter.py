@@ -7,7 +7,9 @@ written, each verified against torch and reported; what was made out.
 Returns {"layout", "onnx", "report", "int8", "int8_comparison", "int8_report", "torchscript", "openvino"
 (float32 IR), "openvino_int8", "openvino_comparison" (of the int8 IR with int8, else of the float32
 one; a ConversionComparison), "openvino_fp32_comparison" (with int8), "rknn", "rknn_comparison",
-"verification": [Verification, ...]}, the keys of what was made. Raises on any failed check.
+"verification": [Verification, ...]}, the keys of what was made; with --sensitivity also "sensitivity" (a
+SensitivityReport), "sensitivity_text", "hybrid_terms" (files), "hybrid_int8", "openvino_hybrid_int8",
+"rknn_hybrid" (the hybrid models each toolchain built). Raises on any failed check.
 
 OpenVINO and RKNN convert the ONNX file once it is verified; int8 models calibrate on the same dataset
 images and are compared with float32 on N_HELD images of the other split.
@@ -316,7 +318,8 @@ def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     onnx_path = job.onnx_path
     t0 = time.perf_counter()
     xml = export_openvino(onnx_path, onnx_path.with_suffix(".xml"), job.meta)
-    LOGGER.info(f"OpenVINO: {xml} (+ .bin, float32) written in {time.perf_counter() - t0:.1f} s")
+    LOGGER.info(f"OpenVINO: {xml} (+ .bin) written in {time.perf_counter() - t0:.1f} s ("
+                + ("int8: the QDQ pairs of the QAT file as FakeQuantize ops)" if _quantised(job.model) else "float32)"))
     out = {"openvino": xml}
     files = [("openvino_comparison", xml)]
     if calib is not None:
@@ -343,12 +346,14 @@ def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
 
     platform = job.opts.rknn_platform
     t0 = time.perf_counter()
-    path = job.onnx_path.with_name(job.onnx_path.stem + (".int8" if calib is not None else "") + ".rknn")
-    rknn = build_rknn(job.onnx_path, path, platform, calib, job.meta)
+    qat = _quantised(job.model)
+    path = job.onnx_path.with_name(job.onnx_path.stem + (".int8" if calib is not None or qat else "") + ".rknn")
+    rknn = build_rknn(job.onnx_path, path, platform, calib, job.meta, qat=qat)
     int8_measure = None
     try:
         LOGGER.info(f"RKNN: {path} written in {time.perf_counter() - t0:.1f} s ({platform}, "
                     + (f"int8, calibrated on {len(calib)} images)" if calib is not None else
+                       "int8 from the QAT file's ranges)" if qat else
                        "float16; add --int8 --data for the 8-bit model)"))
         comparison = compare_with_torch(rknn.run, job.wrapped, job.model, held, path, rknn.runtime)
         if sensitivity is not None and sensitivity.hybrid is not None:

@@ -86,12 +86,13 @@ def _write_dataset(images: np.ndarray, folder: Path) -> Path:
 class RknnModel:
     """A built RKNN model with the simulator running: ``run(batch)`` gives its outputs as float32 arrays."""
 
-    def __init__(self, rknn, path: Path, platform: str, quantized: bool):
-        self.rknn, self.path, self.platform, self.quantized = rknn, path, platform, quantized
+    def __init__(self, rknn, path: Path, platform: str, quantized: bool, qat: bool = False):
+        self.rknn, self.path, self.platform, self.quantized, self.qat = rknn, path, platform, quantized, qat
 
     @property
     def runtime(self) -> str:
-        return f"rknn-toolkit2 simulator, {self.platform}, {'int8' if self.quantized else 'float16'}"
+        precision = "int8 (QAT ranges)" if self.qat else "int8" if self.quantized else "float16"
+        return f"rknn-toolkit2 simulator, {self.platform}, {precision}"
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         outputs = self.rknn.inference(inputs=[np.ascontiguousarray(batch, dtype=np.float32)], data_format="nchw")
@@ -104,9 +105,11 @@ class RknnModel:
 
 
 def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarray | None = None,
-               metadata: dict | None = None) -> RknnModel:
+               metadata: dict | None = None, qat: bool = False) -> RknnModel:
     """Convert ``onnx_path`` (static shape) for ``platform``, int8 calibrated on ``images`` [n, 3, H, W]
-    (float16 when None), write ``rknn_path`` and start the simulator; returns the live model."""
+    (float16 when None), write ``rknn_path`` and start the simulator; returns the live model. ``qat``: the
+    file is a QDQ model from quantisation-aware training: rknn-toolkit2 2.5 imports it as a "QAT model" and
+    builds int8 from its QuantizeLinear / DequantizeLinear ranges, without calibration."""
     from rknn.api import RKNN
 
     platform, rknn_path = check_platform(platform), Path(rknn_path)
@@ -117,6 +120,8 @@ def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarra
                            quantized_algorithm="normal", quantized_method="channel", custom_string=custom),
                "config", rknn_path)
         _check(rknn.load_onnx(model=str(onnx_path)), "load_onnx", onnx_path)
+        if qat and images is not None:
+            raise ValueError(f"{onnx_path}: a QAT model carries its own ranges; it is not calibrated again")
         with tempfile.TemporaryDirectory(prefix="rknn_calib_") as tmp:
             dataset = _write_dataset(images, Path(tmp)) if images is not None else None
             _check(rknn.build(do_quantization=images is not None, dataset=str(dataset) if dataset else None),
@@ -126,7 +131,7 @@ def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarra
     except BaseException:
         rknn.release()
         raise
-    return RknnModel(rknn, rknn_path, platform, images is not None)
+    return RknnModel(rknn, rknn_path, platform, images is not None or qat, qat)
 
 
 HYBRID_LOG = "Meet hybrid type"  # what rknn-toolkit2's compiler prints for each tensor it keeps in float16

@@ -102,9 +102,10 @@ def _names_from_metadata(meta: dict) -> list[str] | None:
     return [str(n) for n in names] if isinstance(names, list) else None
 
 
-def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640):
+def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640, qdq_exact: bool = False):
     """(model, letterbox): a torch model in eval mode (BatchNorm folded) or an OnnxModel / OpenVinoModel,
-    and the letterbox its weights expect (letterbox_of)."""
+    and the letterbox its weights expect (letterbox_of). qdq_exact: an ONNX file runs as written, without
+    onnxruntime's graph optimisation (a QDQ file's exact 8-bit arithmetic: utils/quant/cpu_int8.py)."""
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"weights not found: {path}")
@@ -113,7 +114,7 @@ def load_weights(weights, cfg=None, device=torch.device("cpu"), imgsz: int = 640
         runtime = "onnxruntime" if suffix == ".onnx" else "OpenVINO"
         if device.type != "cpu":
             LOGGER.warning(f"{path}: {suffix} files run with {runtime} on the CPU; --device {device} is not used")
-        model = (OnnxModel if suffix == ".onnx" else OpenVinoModel)(path, imgsz)
+        model = OnnxModel(path, imgsz, as_written=qdq_exact) if suffix == ".onnx" else OpenVinoModel(path, imgsz)
         return model, letterbox_of(model)
     if suffix == ".rknn":
         raise ValueError(f"{path}: RKNN files run on the Rockchip NPU (rknn-toolkit-lite2 on the board), not here; "

@@ -1,0 +1,86 @@
+"""A --qat checkpoint's QDQ export in each toolchain: onnxruntime running it as written equals the
+fake-quantised torch model bit for bit; OpenVINO converts its Q/DQ pairs to FakeQuantize; rknn-toolkit2
+imports it as a QAT model and builds int8 from its ranges. Toolchain tests skip where the package is missing."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export
+from tests.support import varied_model
+from utils.checkpoints import save_checkpoint
+from utils.quant.fake_quant import SCHEMES
+from utils.quant.prepare import prepare_qat
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module", params=["qdq", "rknn"])
+def qat_export(request, tmp_path_factory):
+    """(QDQ ONNX path, the QAT model, the export results) of a small yoloxn with ranges observed on a batch."""
+    tmp = tmp_path_factory.mktemp(f"qat_{request.param}")
+    model = varied_model("models/yoloxn.yaml", nc=3, size=SIZE)
+    x = torch.rand(4, 3, SIZE, SIZE) * 255
+    qat = prepare_qat(model, SCHEMES[request.param], x[:1]).train()
+    with torch.no_grad():
+        qat(x)
+    weights = save_checkpoint(tmp / "qat.pt", {"model": qat.state_dict(), "yaml": model.yaml,
+                                               "qat": {"target": request.param, "imgsz": SIZE}})
+    results = export.run(weights=str(weights), img_size=SIZE, opset=13, deploy=True, report=False)
+    return results["onnx"], qat.eval(), request.param
+
+
+def test_qdq_file_as_written_equals_the_qat_model(qat_export):
+    """val.py --qdq-exact (load_weights(qdq_exact=True)) runs the file's 8-bit arithmetic: the QAT model's
+    decoded output to float32 rounding; the torch side quantises as QuantizeLinear does (x / scale)."""
+    import onnxruntime as ort
+
+    from utils.infer.backends import load_weights
+
+    path, qat, _ = qat_export
+    model, _ = load_weights(path, imgsz=SIZE, qdq_exact=True)
+    level = model.session.get_session_options().graph_optimization_level
+    assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 255
+    with torch.no_grad():
+        want = qat(x)
+    got = model(x)
+    # the quantised layers agree exactly; what follows them in float (sigmoid, exp of the box decoding) is each
+    # runtime's own float32 function: onnxruntime's sigmoid gives 0 where torch's gives 1e-19
+    torch.testing.assert_close(got[..., 4:], want[..., 4:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[..., :4], want[..., :4], rtol=1e-5, atol=1e-3)
+
+
+def test_openvino_reads_the_qat_file_as_fakequantize(qat_export, tmp_path):
+    pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
+    import openvino as ov
+
+    from utils.export.openvino import export_openvino
+    from utils.quant.hybrid_config import count_ops
+
+    path, _, _ = qat_export
+    activations = sum(n.op_type == "QuantizeLinear" and n.input[0] not in {i.name for i in onnx.load(str(path)).graph.initializer}
+                      for n in onnx.load(str(path)).graph.node)
+    xml = export_openvino(path, tmp_path / "qat.xml", {})
+    model = ov.Core().read_model(str(xml))
+    assert count_ops(model, "FakeQuantize") >= activations > 0
+    out = ov.Core().compile_model(model, "CPU")(np.zeros((1, 3, SIZE, SIZE), np.float32))
+    assert len(out) == 9
+
+
+def test_rknn_imports_the_qat_file_without_calibration(qat_export, tmp_path):
+    pytest.importorskip("rknn.api", reason="rknn-toolkit2 not installed (its own environment: README)")
+    from utils.export.rknn import build_rknn
+
+    path, _, _ = qat_export
+    with pytest.raises(ValueError, match="not calibrated again"):
+        build_rknn(path, tmp_path / "x.rknn", "rk3588", np.zeros((1, 3, SIZE, SIZE), np.float32), qat=True)
+    rknn = build_rknn(path, tmp_path / "qat.rknn", "rk3588", None, qat=True)
+    try:
+        out = rknn.run(np.zeros((1, 3, SIZE, SIZE), np.float32))
+        assert rknn.runtime.endswith("int8 (QAT ranges)") and len(out) == 9
+    finally:
+        rknn.release()
+    assert (tmp_path / "qat.rknn").is_file()

@@ -288,26 +288,38 @@ def _write_sensitivity(job: _Job, report) -> dict:
     return {"sensitivity_text": text_path, "hybrid_terms": terms_path}
 
 
-def _openvino_hybrid(job: _Job, xml: Path, int8_xml: Path, calib: np.ndarray, report) -> dict:
-    """The recommended hybrid as NNCF's ignored scope, quantised, measured and shown to have taken effect."""
+def _openvino_sensitivity(job: _Job, xml: Path, int8_xml: Path, calib: np.ndarray, report) -> dict:
+    """The OpenVINO int8 IR measured (mAP on the val split, latency against the float IR); with a recommended
+    hybrid, the hybrid as NNCF's ignored scope, quantised, measured and shown to have taken effect."""
     import onnx
     import openvino as ov
 
     from utils.export.openvino import quantize_openvino
+    from utils.infer.openvino_runtime import openvino_runner
     from utils.quant.hybrid_config import count_ops, openvino_ignored_names
-    from utils.quant.sensitivity import ToolchainHybrid
+    from utils.quant.sensitivity import ToolchainResult, median_ms
 
-    core = ov.Core()
-    names = openvino_ignored_names(core.read_model(str(xml)), onnx.load(str(job.onnx_path)), report.hybrid.exclude)
-    path = quantize_openvino(xml, int8_xml.with_name(job.onnx_path.stem + ".hybrid.int8.xml"), calib,
-                             batch_size=job.batch, ignored=names)
-    before, after = (count_ops(core.read_model(str(f)), "FakeQuantize") for f in (int8_xml, path))
-    report.toolchains["openvino"] = ToolchainHybrid({"ignored_scope": {"names": names}}, job.judge(int8_xml),
-                                                    job.judge(path), f"FakeQuantize {before} -> {after}")
-    LOGGER.info(f"OpenVINO hybrid: {path} ({len(names)} ops in NNCF's ignored scope; FakeQuantize {before} -> {after})"
-                f"\n{report.toolchain_table()}")
+    image, names = calib[:1], job.wrapped.format.names
+    result = ToolchainResult(job.judge(int8_xml))
+    files = {"fp32": xml, "int8": int8_xml}
+    out = {}
+    if report.hybrid is not None:
+        core = ov.Core()
+        ignored = openvino_ignored_names(core.read_model(str(xml)), onnx.load(str(job.onnx_path)), report.hybrid.exclude)
+        path = quantize_openvino(xml, int8_xml.with_name(job.onnx_path.stem + ".hybrid.int8.xml"), calib,
+                                 batch_size=job.batch, ignored=ignored)
+        before, after = (count_ops(core.read_model(str(f)), "FakeQuantize") for f in (int8_xml, path))
+        result.hybrid, result.terms = job.judge(path), {"ignored_scope": {"names": ignored}}
+        result.effect = f"FakeQuantize {before} -> {after}"
+        files["hybrid"], out["openvino_hybrid_int8"] = path, path
+        LOGGER.info(f"OpenVINO hybrid: {path} ({len(ignored)} ops in NNCF's ignored scope; {result.effect})")
+    for key, f in files.items():
+        run = openvino_runner(f, names)
+        result.latency_ms[key] = median_ms(lambda: run(image))
+    report.toolchains["openvino"] = result
+    LOGGER.info(report.toolchain_table())
     _write_sensitivity(job, report)
-    return {"openvino_hybrid_int8": path}
+    return out
 
 
 def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
@@ -330,8 +342,8 @@ def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
                     f"calibration images)")
         out["openvino_int8"] = int8_xml
         files = [("openvino_fp32_comparison", xml), ("openvino_comparison", int8_xml)]
-        if sensitivity is not None and sensitivity.hybrid is not None:
-            out.update(_openvino_hybrid(job, xml, int8_xml, calib, sensitivity))
+        if sensitivity is not None:
+            out.update(_openvino_sensitivity(job, xml, int8_xml, calib, sensitivity))
     for key, f in files:
         run = openvino_runner(f, job.wrapped.format.names)
         out[key] = compare_with_torch(run, job.wrapped, job.model, held, f, "OpenVINO CPU", batch_size=job.batch)
@@ -343,6 +355,7 @@ def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
 def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     from utils.export.compare import compare_with_torch
     from utils.export.rknn import build_rknn
+    from utils.quant.sensitivity import ToolchainResult
 
     platform = job.opts.rknn_platform
     t0 = time.perf_counter()
@@ -356,7 +369,7 @@ def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
                        "int8 from the QAT file's ranges)" if qat else
                        "float16; add --int8 --data for the 8-bit model)"))
         comparison = compare_with_torch(rknn.run, job.wrapped, job.model, held, path, rknn.runtime)
-        if sensitivity is not None and sensitivity.hybrid is not None:
+        if sensitivity is not None:
             int8_measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
     finally:
         rknn.release()
@@ -364,7 +377,11 @@ def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     LOGGER.info(comparison.text())
     out = {"rknn": path, "rknn_comparison": comparison}
     if int8_measure is not None:
-        out.update(_rknn_hybrid(job, calib, sensitivity, int8_measure))
+        sensitivity.toolchains["rknn"] = ToolchainResult(int8_measure)
+        if sensitivity.hybrid is not None:
+            out.update(_rknn_hybrid(job, calib, sensitivity))
+        LOGGER.info(sensitivity.toolchain_table())
+        _write_sensitivity(job, sensitivity)
     return out
 
 
@@ -382,11 +399,10 @@ class _Decoded:
         return torch.cat([self.fmt.decode(self.run(x[i:i + 1])) for i in range(len(x))])
 
 
-def _rknn_hybrid(job: _Job, calib: np.ndarray, report, int8_measure) -> dict:
+def _rknn_hybrid(job: _Job, calib: np.ndarray, report) -> dict:
     """The recommended hybrid as rknn-toolkit2's custom_quantize_layers, built, measured in the simulator and
     checked against the compiler's own report of the tensors it kept in float16."""
     from utils.export.rknn import build_rknn_hybrid
-    from utils.quant.sensitivity import ToolchainHybrid
 
     path = job.onnx_path.with_name(job.onnx_path.stem + ".hybrid.int8.rknn")
     rknn, tensors, reported = build_rknn_hybrid(job.onnx_path, path, job.opts.rknn_platform, calib,
@@ -395,10 +411,9 @@ def _rknn_hybrid(job: _Job, calib: np.ndarray, report, int8_measure) -> dict:
         measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
     finally:
         rknn.release()
-    report.toolchains["rknn"] = ToolchainHybrid({"custom_quantize_layers": {t: "float16" for t in tensors}},
-                                                int8_measure, measure,
-                                                f"{reported} of {len(tensors)} tensors compiled as float16")
+    result = report.toolchains["rknn"]
+    result.hybrid, result.terms = measure, {"custom_quantize_layers": {t: "float16" for t in tensors}}
+    result.effect = f"{reported} of {len(tensors)} tensors compiled as float16"
     LOGGER.info(f"RKNN hybrid: {path} ({len(tensors)} tensors under custom_quantize_layers; the compiler kept "
-                f"{reported} in float16)\n{report.toolchain_table()}")
-    _write_sensitivity(job, report)
+                f"{reported} in float16)")
     return {"rknn_hybrid": path}

@@ -138,13 +138,14 @@ class Hybrid:
 
 
 @dataclass
-class ToolchainHybrid:
-    """The hybrid applied in one toolchain, and the proof that it was."""
+class ToolchainResult:
+    """One toolchain's own int8 model, measured, and the hybrid applied in its terms with the proof it took."""
 
-    terms: dict        # the setting in the toolchain's own terms (JSON-ready)
-    int8: Measure      # the toolchain's full int8 model
-    hybrid: Measure    # the same with the setting
-    effect: str        # what changed in the converted model, e.g. "FakeQuantize 161 -> 139"
+    int8: Measure                  # the toolchain's full int8 model
+    hybrid: Measure | None = None  # the same with the hybrid setting
+    terms: dict = field(default_factory=dict)  # the setting in the toolchain's own terms (JSON-ready)
+    effect: str = ""               # what changed in the converted model, e.g. "FakeQuantize 161 -> 139"
+    latency_ms: dict = field(default_factory=dict)  # "fp32", "int8", "hybrid": batch 1, median, this CPU
 
 
 @dataclass
@@ -157,7 +158,7 @@ class SensitivityReport:
     tried: list = field(default_factory=list)  # every hybrid measured, in order
     latency_ms: dict = field(default_factory=dict)  # "fp32", "int8", "hybrid": onnxruntime, batch 1, median
     kernels: dict = field(default_factory=dict)     # "int8", "hybrid": Measure with onnxruntime's int8 kernels
-    toolchains: dict = field(default_factory=dict)  # "openvino", "rknn": ToolchainHybrid
+    toolchains: dict = field(default_factory=dict)  # "openvino", "rknn": ToolchainResult
 
     def drop(self, m: Measure) -> float:
         return self.fp32.map - m.map
@@ -201,12 +202,26 @@ class SensitivityReport:
                 f"{verdict} the budget ({len(self.tried)} hybrids measured)")
 
     def toolchain_table(self) -> str:
-        rows = ["| toolchain | int8 mAP50-95 | hybrid mAP50-95 | hybrid lost | what changed |", "|---|---|---|---|---|"]
-        if self.hybrid is not None:
-            rows.append(f"| onnxruntime | {self.int8.map:.3f} | {self.hybrid.measure.map:.3f} | "
-                        f"{self.drop(self.hybrid.measure):+.3f} | {len(self.hybrid.exclude)} nodes without QDQ |")
+        """fp32 against int8 (and the hybrid) per toolchain: mAP50 / mAP50-95 on the val split, latency."""
+        def cell(m: Measure | None) -> str:
+            return f"{m.map50:.3f} / {m.map:.3f}" if m is not None else "-"
+
+        def ms(d: dict, key: str) -> str:
+            return f"{d[key]:.2f}" if key in d else "-"
+
+        rows = ["| toolchain | fp32 | int8 | int8 + hybrid | latency ms fp32 / int8 / hybrid | hybrid setting took effect |",
+                "|---|---|---|---|---|---|"]
+        h = self.hybrid
+        ort_rows = [("onnxruntime, QDQ as written", self.int8, h.measure if h else None, {}),
+                    ("onnxruntime, int8 kernels", self.kernels.get("int8"), self.kernels.get("hybrid"), self.latency_ms)]
+        for name, int8, hybrid, lat in ort_rows:
+            if int8 is not None:
+                rows.append(f"| {name} | {cell(self.fp32)} | {cell(int8)} | {cell(hybrid)} | {ms(lat, 'fp32')} / "
+                            f"{ms(lat, 'int8')} / {ms(lat, 'hybrid')} | "
+                            f"{f'{len(h.exclude)} nodes without QDQ' if h and hybrid else '-'} |")
         for name, t in self.toolchains.items():
-            rows.append(f"| {name} | {t.int8.map:.3f} | {t.hybrid.map:.3f} | {self.drop(t.hybrid):+.3f} | {t.effect} |")
+            rows.append(f"| {name} | {cell(self.fp32)} | {cell(t.int8)} | {cell(t.hybrid)} | {ms(t.latency_ms, 'fp32')} / "
+                        f"{ms(t.latency_ms, 'int8')} / {ms(t.latency_ms, 'hybrid')} | {t.effect or '-'} |")
         return "\n".join(rows)
 
     def terms(self) -> dict:
@@ -214,13 +229,13 @@ class SensitivityReport:
         h = self.hybrid
         return {"budget_map50_95": self.budget, "float_groups": h.float_groups if h else [],
                 "onnxruntime": {"nodes_to_exclude": h.exclude if h else []},
-                **{name: t.terms for name, t in self.toolchains.items()}}
+                **{name: t.terms for name, t in self.toolchains.items() if t.terms}}
 
     def text(self) -> str:
         parts = ["int8 sensitivity, one layer group quantised at a time (onnxruntime QDQ):", self.table(),
                  self.summary(), self.recommendation()]
-        if self.hybrid is not None:
-            parts.append(self.toolchain_table())
+        parts.append("mAP50 / mAP50-95 of each toolchain's own int8 model (fp32: the float ONNX file):\n\n"
+                     + self.toolchain_table())
         return "\n\n".join(parts)
 
 
@@ -230,11 +245,16 @@ def latency_ms(path, image: np.ndarray, runs: int = 30) -> float:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(image, dtype=np.float32)}
-    session.run(None, feed)
+    return median_ms(lambda: session.run(None, feed), runs)
+
+
+def median_ms(fn: Callable, runs: int = 30) -> float:
+    """Median wall time of ``fn()`` in ms, after one warm-up call."""
+    fn()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        session.run(None, feed)
+        fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1e3)
 

@@ -251,3 +251,25 @@ def test_rknn_hybrid_takes_effect(tmp_path, exported):
     err_int8 = sum(1 - cosine(a, b) for a, b in zip(int8, want))
     err_hybrid = sum(1 - cosine(a, b) for a, b in zip(hybrid, want))
     assert err_hybrid < err_int8
+
+
+@pytest.mark.parametrize("toolchain, package", [("openvino", "nncf"), ("rknn", "rknn.api")])
+def test_sensitivity_measures_each_toolchains_int8_model(toolchain, package, tmp_path):
+    """export.py --include onnx <toolchain> --int8 --sensitivity: the toolchain's own int8 model is measured on
+    the val split next to float, and the table says so."""
+    pytest.importorskip(package, reason=f"{package} not installed (README: OpenVINO and RKNN)")
+    from utils.export.exporter import run_export
+    from utils.export.options import DatasetImages, ExportOptions
+
+    data = write_demo_dataset(tmp_path, n_train=4, n_val=2, img_size=(SIZE, SIZE))
+    model = fragile_model()
+    weights = save_checkpoint(tmp_path / "fragile.pt", {"model": model.state_dict(), "yaml": model.yaml})
+    results = run_export(ExportOptions(weights=weights, deploy=True, img_size=SIZE, opset=13, int8=True,
+                                       sensitivity=True, include=("onnx", toolchain),
+                                       images=DatasetImages(str(data), calibration=4), report=False))
+    report = results["sensitivity"]
+    measured = report.toolchains[toolchain]
+    assert isinstance(measured.int8, Measure) and measured.hybrid is None  # a random model: nothing to lose
+    assert f"| {toolchain} |" in Path(results["sensitivity_text"]).read_text()
+    if toolchain == "openvino":
+        assert set(measured.latency_ms) == {"fp32", "int8"} and all(v > 0 for v in measured.latency_ms.values())

@@ -355,6 +355,7 @@ def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
 def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     from utils.export.compare import compare_with_torch
     from utils.export.rknn import build_rknn
+    from utils.infer.backends import DecodedRunner
     from utils.quant.sensitivity import ToolchainResult
 
     platform = job.opts.rknn_platform
@@ -370,7 +371,7 @@ def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
                        "float16; add --int8 --data for the 8-bit model)"))
         comparison = compare_with_torch(rknn.run, job.wrapped, job.model, held, path, rknn.runtime)
         if sensitivity is not None:
-            int8_measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
+            int8_measure = job.judge.measure(DecodedRunner(rknn.run, job.wrapped.format, job.model.nc))
     finally:
         rknn.release()
     comparison.source = source
@@ -385,30 +386,17 @@ def _rknn(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     return out
 
 
-class _Decoded:
-    """A converted model's run function as val.py calls a model: images [B, 3, H, W] -> decoded [B, N, 5 + nc],
-    one image at a time (RKNN models have batch 1)."""
-
-    training = False
-
-    def __init__(self, run, fmt, nc: int):
-        self.run, self.fmt, self.nc = run, fmt, nc
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().cpu().numpy()
-        return torch.cat([self.fmt.decode(self.run(x[i:i + 1])) for i in range(len(x))])
-
-
 def _rknn_hybrid(job: _Job, calib: np.ndarray, report) -> dict:
     """The recommended hybrid as rknn-toolkit2's custom_quantize_layers, built, measured in the simulator and
     checked against the compiler's own report of the tensors it kept in float16."""
     from utils.export.rknn import build_rknn_hybrid
+    from utils.infer.backends import DecodedRunner
 
     path = job.onnx_path.with_name(job.onnx_path.stem + ".hybrid.int8.rknn")
     rknn, tensors, reported = build_rknn_hybrid(job.onnx_path, path, job.opts.rknn_platform, calib,
                                                 report.hybrid.exclude, job.meta)
     try:
-        measure = job.judge.measure(_Decoded(rknn.run, job.wrapped.format, job.model.nc))
+        measure = job.judge.measure(DecodedRunner(rknn.run, job.wrapped.format, job.model.nc))
     finally:
         rknn.release()
     result = report.toolchains["rknn"]

@@ -89,6 +89,21 @@ class OpenVinoModel(OnnxModel):
         return decode_onnx_outputs(self._infer(x), self.meta).numpy()
 
 
+class DecodedRunner:
+    """A converted model's run function (a batch [B, 3, H, W] numpy -> its outputs) called as val.py calls a
+    model: images [B, 3, H, W] -> decoded [B, N, 5 + nc] through ``fmt`` (an OutputFormat), one image at a
+    time (RKNN models in rknn-toolkit2's simulator have batch 1)."""
+
+    training = False
+
+    def __init__(self, run, fmt, nc: int):
+        self.run, self.fmt, self.nc = run, fmt, nc
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().cpu().numpy()
+        return torch.cat([self.fmt.decode(self.run(x[i:i + 1])) for i in range(len(x))])
+
+
 def _names_from_metadata(meta: dict) -> list[str] | None:
     """Class names an exporter stored in the ONNX metadata ('names': a list or {index: name})."""
     import yaml

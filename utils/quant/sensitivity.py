@@ -300,7 +300,8 @@ def analyse_sensitivity(fp32_path, images: np.ndarray, judge: Callable, workdir,
     if report.hybrid is not None:
         report.latency_ms["hybrid"] = latency_ms(report.hybrid.path, image)
         report.kernels["hybrid"] = judge(report.hybrid.path, kernels=True)
-    candidate.unlink(missing_ok=True)
+    for scratch in (candidate, full):  # the full int8 file is the exporter's <stem>.int8.onnx again
+        scratch.unlink(missing_ok=True)
     return report
 
 

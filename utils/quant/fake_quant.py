@@ -125,6 +125,20 @@ class _FakeQuantize(torch.autograd.Function):
         return grad * inside, None, None, None, None
 
 
+BIAS_QMIN, BIAS_QMAX = -(2 ** 31), 2 ** 31 - 1  # toolchains hold a conv's bias in int32
+
+
+def quantize_bias(bias: torch.Tensor, input_scale, weight_scale: torch.Tensor) -> torch.Tensor:
+    """The bias as 8-bit toolchains hold it: int32 on the grid input scale x weight scale of each output
+    channel, clamped to int32 (a layer whose inputs nearly vanish has a tiny grid, and a large bias
+    saturates). Gradients pass straight through. Its values are exact multiples of that grid, so a toolchain
+    that quantises the exported float bias again gets the same integers."""
+    scale = torch.as_tensor(input_scale, dtype=torch.float32, device=bias.device) * weight_scale  # both >= EPS
+    b = bias.float()
+    q = torch.clamp(torch.round(b / scale), BIAS_QMIN, BIAS_QMAX) * scale
+    return (q + (b - b.detach())).to(bias.dtype)  # q exactly, with b's gradient (q - b would lose digits)
+
+
 def weight_scales(weight: torch.Tensor) -> torch.Tensor:
     """Symmetric per-output-channel scales, [C_out]: max |w| of the channel maps to 127."""
     return (weight.detach().abs().flatten(1).amax(1) / WEIGHT_QMAX).clamp(min=EPS).float()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from utils.quant.fake_quant import ActivationQuantizer, QuantScheme, quantize_weight
+from utils.quant.fake_quant import ActivationQuantizer, QuantScheme, quantize_bias, quantize_weight, weight_scales
 
 FUSED_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
 FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.hardtanh)
@@ -38,8 +38,10 @@ GRID_KEEPING_METHODS = ("reshape", "view", "permute", "transpose", "flatten", "c
 
 
 class QuantConv2d(nn.Conv2d):
-    """A Conv2d whose weights are fake-quantised per output channel; with ``quantise_output`` (convs outside
-    the traced graph, in the head) its output too."""
+    """A Conv2d whose weights are fake-quantised per output channel and, once its input's quantiser is known
+    (``input_quantizer``, linked by prepare_qat in the traced layers), its bias as int32 on the grid input
+    scale x weight scale, as toolchains hold it; with an output quantiser (convs outside the traced graph, in
+    the head) its output too."""
 
     def __init__(self, conv: nn.Conv2d, scheme: QuantScheme | None = None):
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -50,9 +52,25 @@ class QuantConv2d(nn.Conv2d):
         if self.bias is not None:
             self.bias.requires_grad_(True)
         self.output = ActivationQuantizer(scheme) if scheme is not None else None
+        self._input = ()  # (ActivationQuantizer,) once linked; a tuple, so not a submodule (nor in state_dict)
+
+    @property
+    def input_quantizer(self) -> ActivationQuantizer | None:
+        return self._input[0] if self._input else None
+
+    def link_input(self, quantizer: ActivationQuantizer) -> None:
+        self._input = (quantizer,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(x, quantize_weight(self.weight), self.bias)
+        bias = self.bias
+        if bias is not None and self._input:
+            q = self._input[0]
+            input_scale = q.grid()[0] if torch.jit.is_tracing() or not q.training else \
+                q.scheme.scale_zero_point(q.lo, q.hi)[0]
+            bias = quantize_bias(bias, input_scale, weight_scales(self.weight))
+            if torch.jit.is_tracing():  # the exported file holds the int32-exact bias as one constant
+                bias = torch.tensor(bias.tolist(), dtype=bias.dtype, device=bias.device)
+        y = self._conv_forward(x, quantize_weight(self.weight), bias)
         return self.output(y) if self.output is not None else y
 
 
@@ -127,6 +145,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, example: torch.Tensor) ->
     body = fx.GraphModule(root, graph)
     ShapeProp(body).propagate(example)
     _insert_quantizers(body, scheme)
+    _link_conv_inputs(body)
     return QATModel(body, model, scheme).train()
 
 
@@ -162,6 +181,24 @@ def _insert_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> None:
             add_quantizer(node)
     gm.graph.lint()
     gm.recompile()
+
+
+def _link_conv_inputs(gm: fx.GraphModule) -> None:
+    """Each traced conv learns the quantiser whose grid its input is on (through grid-keeping ops such as
+    slices, max pooling and nearest upsampling), for its int32 bias."""
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), QuantConv2d):
+            continue
+        source = node.args[0]
+        while isinstance(source, fx.Node) and not _is_quantizer(gm, source) and not _computes_values(gm, source) \
+                and source.op != "placeholder" and source.args:
+            source = source.args[0]
+        if isinstance(source, fx.Node) and _is_quantizer(gm, source):
+            gm.get_submodule(node.target).link_input(gm.get_submodule(source.target))
+
+
+def _is_quantizer(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), ActivationQuantizer)
 
 
 def _replace_silu(gm: fx.GraphModule, node: fx.Node, scheme: QuantScheme) -> None:

@@ -225,3 +225,29 @@ def test_fake_quantize_is_quantizelinear_exactly_with_torchs_gradient(scheme):
     quantiser = ActivationQuantizer(s).train()
     y = quantiser(b)  # training mode: the vectorised path
     assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_FakeQuantizeBackward"
+
+
+def test_conv_bias_is_int32_on_the_input_times_weight_grid():
+    """Toolchains hold a conv's bias in int32 at input scale x weight scale: every traced conv is linked to its
+    input's quantiser (through slices and pooling), its bias lands on that grid, and where the input nearly
+    vanishes (a tiny grid) a large bias saturates at the int32 limit, as in the toolchain."""
+    from utils.quant.fake_quant import BIAS_QMAX, quantize_bias
+
+    model = varied_model("models/yoloxn.yaml", nc=3, size=64)
+    x = torch.rand(2, 3, 64, 64) * 255
+    qat = prepare_qat(model, SCHEMES["rknn"], x[:1])
+    qat.train()(x)
+    qat.eval()
+    convs = [m for m in qat.body.modules() if isinstance(m, QuantConv2d)]
+    assert convs and all(c.input_quantizer is not None for c in convs)
+    assert not any("_input" in k for k in qat.state_dict())  # a link, not a parameter: checkpoints unchanged
+    conv = convs[3]
+    grid = conv.input_quantizer.grid()[0] * weight_scales(conv.weight)
+    b = quantize_bias(conv.bias, conv.input_quantizer.grid()[0], weight_scales(conv.weight))
+    k = b / grid
+    torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-3)
+    tiny = quantize_bias(torch.tensor([1e3, -1e3, 0.5]), 1e-9, torch.tensor([1e-3, 1e-3, 1e-3]))
+    assert tiny[0] == pytest.approx(BIAS_QMAX * 1e-12, rel=1e-6) and tiny[1] == pytest.approx(-(BIAS_QMAX + 1) * 1e-12, rel=1e-6)
+    bias = torch.tensor([0.3], requires_grad=True)
+    quantize_bias(bias, 0.1, torch.tensor([0.01])).sum().backward()
+    assert bias.grad.item() == 1.0  # straight through

@@ -17,6 +17,7 @@ simulator is not the NPU). Timings need an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import logging
 import importlib.util
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def main(argv=None):
     p.add_argument("--budget", type=float, default=0.015)
     p.add_argument("--out", default="runs/bench_int8")
     opt = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     toolchains = available()
     print(f"toolchains in this environment: onnxruntime{''.join(', ' + t for t in toolchains)}; {load_average()}")
     report, _ = ptq(opt, toolchains)

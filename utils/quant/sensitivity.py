@@ -109,12 +109,13 @@ class Judge:
 
 @contextlib.contextmanager
 def _quiet():
-    """One evaluation per layer group: no per-class table and no progress bar for each."""
+    """One evaluation per layer group: no result row, per-class table or progress bar for each (warnings still
+    show: they go through logging's handlers)."""
     log = logging.getLogger("yolox5.val")
     level = log.level
     log.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         log.setLevel(level)

@@ -44,14 +44,15 @@ def _scopes(node_name: str) -> list[str]:
 
 def _head_row(model) -> str | None:
     """The detect layer when the head is one YAML row: the highest ``model.N`` scope, if its modules are
-    per-level branches (``cls_convs.0``, ``reg_preds.2``: indexed names) rather than one block's parts."""
+    per-level branches of at least two kinds (``cls_convs.0``, ``reg_preds.2``) rather than one block's
+    parts (a neck block's ``convs.0``, ``convs.1``)."""
     scopes = [s for n in model.graph.node if (s := _scopes(n.name))]
     rows = [int(m.group(1)) for s in scopes if (m := _ROW.match(s[0]))]
     if not rows:
         return None
     last = f"model.{max(rows)}"
-    branches = {s[1] for s in scopes if s[0] == last and len(s) > 1}
-    return last if sum(bool(_INDEXED.match(b)) for b in branches) >= 2 else None
+    kinds = {s[1].rsplit(".", 1)[0] for s in scopes if s[0] == last and len(s) > 1 and _INDEXED.match(s[1])}
+    return last if len(kinds) >= 2 else None
 
 
 def group_name(node_name: str, head_row: str | None) -> str:

@@ -273,3 +273,18 @@ def test_sensitivity_measures_each_toolchains_int8_model(toolchain, package, tmp
     assert f"| {toolchain} |" in Path(results["sensitivity_text"]).read_text()
     if toolchain == "openvino":
         assert set(measured.latency_ms) == {"fp32", "int8"} and all(v > 0 for v in measured.latency_ms.values())
+
+
+@pytest.mark.parametrize("names, head", [
+    (["/model.24/cls_convs.0/Conv", "/model.24/reg_convs.0/Conv", "/model.3/Conv"], "model.24"),  # a head row
+    (["/model.26/convs.0/Conv", "/model.26/convs.1/Conv", "/gfl_cls.0/Conv"], None),  # a neck block's parts
+    (["/model.4/conv/Conv", "/model.4/act/Sigmoid"], None),
+])
+def test_only_a_detect_row_is_split(names, head):
+    from onnx import helper
+
+    from utils.quant.layer_groups import _head_row
+
+    nodes = [helper.make_node("Identity", ["x"], [f"y{i}"], name=n) for i, n in enumerate(names)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])], [])
+    assert _head_row(helper.make_model(graph)) == head

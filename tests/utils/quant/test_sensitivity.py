@@ -288,3 +288,45 @@ def test_only_a_detect_row_is_split(names, head):
     nodes = [helper.make_node("Identity", ["x"], [f"y{i}"], name=n) for i, n in enumerate(names)]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])], [])
     assert _head_row(helper.make_model(graph)) == head
+
+
+@pytest.mark.parametrize("toolchain, package", [("openvino", "nncf"), ("rknn", "rknn.api")])
+def test_a_recommended_hybrid_is_applied_and_proven_in_each_toolchain(toolchain, package, tmp_path, monkeypatch):
+    """With a hybrid recommended (forced here: a random model loses no mAP), the exporter applies it in the
+    toolchain's own terms, measures it and records the proof: FakeQuantize ops removed (OpenVINO), every given
+    tensor named float16 by rknn's compiler (RKNN)."""
+    pytest.importorskip(package, reason=f"{package} not installed (README: OpenVINO and RKNN)")
+    from utils.export.exporter import run_export
+    from utils.export.int8 import quantize_int8
+    from utils.export.options import DatasetImages, ExportOptions
+    from utils.quant import sensitivity
+    from utils.quant.sensitivity import Hybrid
+
+    real = sensitivity.analyse_sensitivity
+
+    def forcing(fp32_path, images, judge, workdir, **kwargs):
+        report = real(fp32_path, images, judge, workdir, **kwargs)
+        group = next(r for r in report.groups if r.group.name == FRAGILE)
+        path = quantize_int8(fp32_path, Path(workdir) / "forced.hybrid.int8.onnx", images, exclude=group.group.nodes)
+        report.hybrid = Hybrid([FRAGILE], list(group.group.nodes), group.share, judge(path), path, True)
+        return report
+
+    monkeypatch.setattr(sensitivity, "analyse_sensitivity", forcing)
+    data = write_demo_dataset(tmp_path, n_train=4, n_val=2, img_size=(SIZE, SIZE))
+    model = fragile_model()
+    weights = save_checkpoint(tmp_path / "fragile.pt", {"model": model.state_dict(), "yaml": model.yaml})
+    results = run_export(ExportOptions(weights=weights, deploy=True, img_size=SIZE, opset=13, int8=True,
+                                       sensitivity=True, include=("onnx", toolchain),
+                                       images=DatasetImages(str(data), calibration=4), report=False))
+    measured = results["sensitivity"].toolchains[toolchain]
+    assert isinstance(measured.hybrid, Measure)
+    terms = json.loads(Path(results["hybrid_terms"]).read_text())
+    if toolchain == "openvino":
+        before, after = map(int, measured.effect.removeprefix("FakeQuantize ").split(" -> "))
+        assert after < before and terms["openvino"]["ignored_scope"]["names"]
+        assert results["openvino_hybrid_int8"].is_file() and "hybrid" in measured.latency_ms
+    else:
+        tensors = terms["rknn"]["custom_quantize_layers"]
+        assert tensors and set(tensors.values()) == {"float16"}
+        assert measured.effect == f"{len(tensors)} of {len(tensors)} tensors compiled as float16"
+        assert results["rknn_hybrid"].is_file()

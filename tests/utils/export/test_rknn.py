@@ -59,9 +59,9 @@ def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypat
     class FakeRknn:
         runtime = "onnxruntime standing in for the rknn simulator"
 
-        def __init__(self, onnx_path, path, platform, images, meta):
+        def __init__(self, onnx_path, path, platform, images, meta, qat=False):
             built.update(onnx=onnx_path, path=path, platform=platform, n_calib=None if images is None else len(images),
-                         meta=meta)
+                         meta=meta, qat=qat)
             self.session = ort_session(onnx_path)
 
         def run(self, batch):
@@ -77,6 +77,7 @@ def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypat
                      calib_images=3, rknn_platform="rk3566", output=tmp_path / "m.onnx")
     assert res["rknn"] == tmp_path / "m.int8.rknn" and built["onnx"] == tmp_path / "m.onnx" and built["released"]
     assert built["platform"] == "rk3566" and built["n_calib"] == 3 and built["meta"]["layout"] == "per-level"
+    assert built["qat"] is False  # a float model: calibrated, not imported as a QAT model
     c = res["rknn_comparison"]
     assert c.runtime == FakeRknn.runtime and c.n_images == 2 and c.source == "val images"
     assert c.cosine > 0.99999 and c.agreement.share == 1.0

@@ -253,20 +253,25 @@ def test_rknn_hybrid_takes_effect(tmp_path, exported):
     assert err_hybrid < err_int8
 
 
-@pytest.mark.parametrize("toolchain, package", [("openvino", "nncf"), ("rknn", "rknn.api")])
-def test_sensitivity_measures_each_toolchains_int8_model(toolchain, package, tmp_path):
-    """export.py --include onnx <toolchain> --int8 --sensitivity: the toolchain's own int8 model is measured on
-    the val split next to float, and the table says so."""
-    pytest.importorskip(package, reason=f"{package} not installed (README: OpenVINO and RKNN)")
+def _export_with_toolchain(toolchain: str, tmp_path) -> dict:
+    """export --include onnx <toolchain> --deploy --int8 --sensitivity of the fragile model on a tiny dataset."""
     from utils.export.exporter import run_export
     from utils.export.options import DatasetImages, ExportOptions
 
     data = write_demo_dataset(tmp_path, n_train=4, n_val=2, img_size=(SIZE, SIZE))
     model = fragile_model()
     weights = save_checkpoint(tmp_path / "fragile.pt", {"model": model.state_dict(), "yaml": model.yaml})
-    results = run_export(ExportOptions(weights=weights, deploy=True, img_size=SIZE, opset=13, int8=True,
-                                       sensitivity=True, include=("onnx", toolchain),
-                                       images=DatasetImages(str(data), calibration=4), report=False))
+    return run_export(ExportOptions(weights=weights, deploy=True, img_size=SIZE, opset=13, int8=True, sensitivity=True,
+                                    include=("onnx", toolchain), images=DatasetImages(str(data), calibration=4),
+                                    report=False))
+
+
+@pytest.mark.parametrize("toolchain, package", [("openvino", "nncf"), ("rknn", "rknn.api")])
+def test_sensitivity_measures_each_toolchains_int8_model(toolchain, package, tmp_path):
+    """export.py --include onnx <toolchain> --int8 --sensitivity: the toolchain's own int8 model is measured on
+    the val split next to float, and the table says so."""
+    pytest.importorskip(package, reason=f"{package} not installed (README: OpenVINO and RKNN)")
+    results = _export_with_toolchain(toolchain, tmp_path)
     report = results["sensitivity"]
     measured = report.toolchains[toolchain]
     assert isinstance(measured.int8, Measure) and measured.hybrid is None  # a random model: nothing to lose
@@ -296,9 +301,7 @@ def test_a_recommended_hybrid_is_applied_and_proven_in_each_toolchain(toolchain,
     toolchain's own terms, measures it and records the proof: FakeQuantize ops removed (OpenVINO), every given
     tensor named float16 by rknn's compiler (RKNN)."""
     pytest.importorskip(package, reason=f"{package} not installed (README: OpenVINO and RKNN)")
-    from utils.export.exporter import run_export
     from utils.export.int8 import quantize_int8
-    from utils.export.options import DatasetImages, ExportOptions
     from utils.quant import sensitivity
     from utils.quant.sensitivity import Hybrid
 
@@ -312,12 +315,7 @@ def test_a_recommended_hybrid_is_applied_and_proven_in_each_toolchain(toolchain,
         return report
 
     monkeypatch.setattr(sensitivity, "analyse_sensitivity", forcing)
-    data = write_demo_dataset(tmp_path, n_train=4, n_val=2, img_size=(SIZE, SIZE))
-    model = fragile_model()
-    weights = save_checkpoint(tmp_path / "fragile.pt", {"model": model.state_dict(), "yaml": model.yaml})
-    results = run_export(ExportOptions(weights=weights, deploy=True, img_size=SIZE, opset=13, int8=True,
-                                       sensitivity=True, include=("onnx", toolchain),
-                                       images=DatasetImages(str(data), calibration=4), report=False))
+    results = _export_with_toolchain(toolchain, tmp_path)
     measured = results["sensitivity"].toolchains[toolchain]
     assert isinstance(measured.hybrid, Measure)
     terms = json.loads(Path(results["hybrid_terms"]).read_text())

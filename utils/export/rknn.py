@@ -104,6 +104,13 @@ class RknnModel:
         self.rknn.release()
 
 
+def _config(platform: str, metadata: dict | None) -> dict:
+    """rknn.config's arguments: BGR 0-255 in (no normalisation), w8a8 per-channel int8, our metadata."""
+    custom = json.dumps({k: metadata[k] for k in META_KEYS if k in (metadata or {})}, separators=(",", ":"))
+    return dict(mean_values=MEAN, std_values=STD, target_platform=platform, quantized_dtype="w8a8",
+                quantized_algorithm="normal", quantized_method="channel", custom_string=custom)
+
+
 def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarray | None = None,
                metadata: dict | None = None, qat: bool = False) -> RknnModel:
     """Convert ``onnx_path`` (static shape) for ``platform``, int8 calibrated on ``images`` [n, 3, H, W]
@@ -113,12 +120,9 @@ def build_rknn(onnx_path, rknn_path, platform: str = "rk3588", images: np.ndarra
     from rknn.api import RKNN
 
     platform, rknn_path = check_platform(platform), Path(rknn_path)
-    custom = json.dumps({k: metadata[k] for k in META_KEYS if k in (metadata or {})}, separators=(",", ":"))
     rknn = RKNN(verbose=False)
     try:
-        _check(rknn.config(mean_values=MEAN, std_values=STD, target_platform=platform, quantized_dtype="w8a8",
-                           quantized_algorithm="normal", quantized_method="channel", custom_string=custom),
-               "config", rknn_path)
+        _check(rknn.config(**_config(platform, metadata)), "config", rknn_path)
         _check(rknn.load_onnx(model=str(onnx_path)), "load_onnx", onnx_path)
         if qat and images is not None:
             raise ValueError(f"{onnx_path}: a QAT model carries its own ranges; it is not calibrated again")
@@ -152,8 +156,7 @@ def build_rknn_hybrid(onnx_path, rknn_path, platform: str, images: np.ndarray, f
 
     platform, rknn_path = check_platform(platform), Path(rknn_path)
     wanted = {t for n in onnx.load(str(onnx_path)).graph.node if n.name in set(float_nodes) for t in n.output}
-    config = dict(mean_values=MEAN, std_values=STD, target_platform=platform, quantized_dtype="w8a8",
-                  quantized_algorithm="normal", quantized_method="channel")
+    config = _config(platform, metadata)
     stem, cwd = Path(onnx_path).stem, os.getcwd()
     with tempfile.TemporaryDirectory(prefix="rknn_hybrid_") as tmp:
         dataset = _write_dataset(images, Path(tmp))

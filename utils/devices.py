@@ -57,6 +57,15 @@ def init_distributed(ctx: DistContext, device: torch.device) -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity mask (taskset, a container's cpuset) where the
+    platform has one, else every core. os.cpu_count() counts the machine's, so two runs pinned to one
+    core each would both start two threads and spin against each other."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX512-BF16: where bfloat16 convolutions run in hardware (oneDNN) instead of emulated."""
     cpu = getattr(torch, "cpu", None)

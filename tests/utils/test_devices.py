@@ -1,8 +1,11 @@
 """utils/devices.py: DDP context from launcher environments, the autocast dtype per device."""
+import os
+
 import pytest
 import torch
 
 from models.yolo import Model
+from utils.devices import usable_cores
 
 
 def test_dist_context_from_launcher_environment(monkeypatch):
@@ -54,3 +57,15 @@ def test_bf16_autocast_training_step_is_finite_and_close_to_float32():
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         losses.append(loss.item())
     assert loss.dtype == torch.float32 and losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_usable_cores_follows_the_affinity_mask():
+    """A run pinned to one core (taskset) plans its threads for one core, not the machine's count."""
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert usable_cores() == len(before)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
 from copy import deepcopy
 from datetime import datetime
@@ -30,7 +29,7 @@ from utils.checkpoints import read_checkpoint, save_checkpoint
 from utils.config import load_hyp
 from utils.data.dataset_yaml import has_split, load_data_config, split_source
 from utils.data.datasets import create_dataloader
-from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device
+from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device, usable_cores
 from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
 from utils.loss import build_loss
@@ -204,7 +203,7 @@ class Trainer:
         return self.model if self.distill is None else torch.nn.ModuleList([self.model, self.distill])
 
     def _cores(self) -> int:
-        return max((os.cpu_count() or 1) // self.ctx.world_size, 1)
+        return max(usable_cores() // self.ctx.world_size, 1)
 
     def _loader_workers(self) -> int:
         """--workers, except on a CPU: there the network's forward and backward cost far more than

@@ -13,7 +13,8 @@
 The engine is utils/export/exporter.py (options: utils/export/options.py).
 Output layouts (utils/infer/outputs.py): without --deploy the eval output [B, N, 5 + nc] ("decoded");
 --deploy folds BatchNorm and writes NPU-friendly separate outputs: "per-level" (default: raw reg,
-sigmoid obj, sigmoid cls per level, decoded on the CPU) or "split" (boxes, scores); --nms adds ONNX
+sigmoid obj, sigmoid cls per level, decoded on the CPU), "split" (boxes, scores) or "decoded" (the eval
+output, folded: to measure what one shared output costs in int8); --nms adds ONNX
 NonMaxSuppression (num_dets, boxes, scores, classes). Every export is checked by onnx.checker and
 onnxruntime against torch (it fails when they differ) and reported (utils/export/npu_report.py).
 
@@ -58,8 +59,8 @@ def parse_opt(argv=None):
     p.add_argument("--simplify", action="store_true", help="simplify with onnx-simplifier (onnxsim)")
     p.add_argument("--deploy", action="store_true", help="fold BatchNorm and write NPU-friendly separate outputs")
     p.add_argument("--deploy-outputs", choices=DEPLOY_LAYOUTS, default=None,
-                   help="with --deploy: per-level (raw reg, sigmoid obj, sigmoid cls per level; default) or "
-                        "split (boxes [B,N,4] and scores [B,N,nc])")
+                   help="with --deploy: per-level (raw reg, sigmoid obj, sigmoid cls per level; default), "
+                        "split (boxes [B,N,4] and scores [B,N,nc]) or decoded (one [B,N,5+nc], as without --deploy)")
     p.add_argument("--focus-conv", nargs="?", const="s2d", choices=FOCUS_MODES, default=None,
                    help="write Focus as convs: s2d (fixed 2x2 stride-2 conv, then Focus's conv; default) or fold "
                         "(one 6x6 stride-2 conv)")

@@ -60,7 +60,7 @@ class ExportOptions:
     dynamic: tuple = ()                # "batch" and/or "hw"
     simplify: bool = False
     deploy: bool = False               # BatchNorm folded, NPU-friendly separate outputs
-    deploy_outputs: str | None = None  # with deploy: per-level (default) or split
+    deploy_outputs: str | None = None  # with deploy: one of DEPLOY_LAYOUTS (default: its first)
     focus_conv: str | None = None      # s2d or fold
     half: bool = False
     nms: NmsOptions | None = None
@@ -84,7 +84,7 @@ class ExportOptions:
     def layout(self) -> str:
         if self.nms is not None:
             return "nms"
-        return (self.deploy_outputs or "per-level") if self.deploy else "decoded"
+        return (self.deploy_outputs or DEPLOY_LAYOUTS[0]) if self.deploy else "decoded"
 
     @property
     def converted(self) -> tuple[str, ...]:

@@ -41,7 +41,7 @@ from models.heads import decoder_from_meta, decoder_metadata
 from models.heads.base import BoxDecoder, decode_levels
 
 LAYOUTS = ("decoded", "per-level", "split", "nms")
-DEPLOY_LAYOUTS = ("per-level", "split")
+DEPLOY_LAYOUTS = ("per-level", "split", "decoded")  # --deploy-outputs; the first is the default
 
 
 def describe(layout: str, decoder: BoxDecoder) -> str:

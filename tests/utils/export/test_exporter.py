@@ -36,6 +36,7 @@ CASES = [  # (model, opset, simplify, deploy_outputs or None (no --deploy) or "p
     ("yoloxn", 13, True, "per-level", ("hw",)),
     ("yoloxs_rslu", 10, True, "per-level", ()),
     ("yoloxs_rslu", 13, False, "split", ("batch",)),
+    ("yoloxs_rslu", 13, True, "decoded", ()),  # --deploy --deploy-outputs decoded: folded, one output
 ]
 
 
@@ -52,6 +53,8 @@ def test_export_matches_torch(ckpts, tmp_path, name, opset, simplify, layout, dy
     assert onnx_model.opset_import[0].version == opset
     ops = {n.op_type for n in onnx_model.graph.node}
     assert "ScatterND" not in ops and not ops & {"Silu", "Swish", "HardSwish"}  # SiLU is Sigmoid + Mul
+    if layout is not None:  # --deploy folds BatchNorm whatever the outputs
+        assert "BatchNormalization" not in ops
     if layout == "per-level" and not dynamic and simplify:
         assert ops - {"Constant"} <= {"Conv", "Relu", "Sigmoid", "Mul", "Add", "Concat", "MaxPool", "Resize", "Slice"}
     meta = read_metadata(onnx_model)

@@ -4,6 +4,7 @@ quantisation-aware training, each measured on the dataset's val split (mAP50-95,
     python -m benchmarks.bench_int8 --weights best.pt --qat-weights qat/last.pt --data data/demo.yaml --img-size 256
     /tmp/venv_ov/bin/python -m benchmarks.bench_int8 ...       # adds OpenVINO (NNCF int8 IR; the QAT file as IR)
     /tmp/venv_rknn/bin/python -m benchmarks.bench_int8 ...     # adds RKNN (rk3588, rknn-toolkit2's simulator)
+    python -m benchmarks.bench_int8 --weights best.pt --layouts-only --layouts   # int8 per output layout
 
 The toolchains are those this Python environment imports (each lives in its own: README). For the float
 checkpoint, export.run(--deploy --int8 --sensitivity) writes and measures every int8 model and the hybrid
@@ -22,6 +23,7 @@ import importlib.util
 from pathlib import Path
 
 from benchmarks import load_average
+from utils.infer.outputs import DEPLOY_LAYOUTS
 
 TOOLCHAINS = {"openvino": "nncf", "rknn": "rknn.api"}  # --include name: the module that must import
 
@@ -87,6 +89,45 @@ def qat_rows(opt, toolchains: list[str]) -> dict:
     return rows
 
 
+def layout_rows(opt) -> dict:
+    """{layout: [fp32, PTQ, PTQ int8 kernels, PTQ with the decoding in int8 too, QAT or None]} (Measures; ONNX
+    files run as written unless "kernels"): the checkpoints exported (BatchNorm folded) in each output layout
+    and judged alike. Decoding concatenates box pixels (0 .. img size) and [0, 1] scores, so with the decoding
+    in int8 they share one scale (what a toolchain that quantises the whole graph does); export.py's int8 keeps
+    it in float (utils/quant/decode_tail.py); per-level has no decoding in the graph."""
+    import export
+    from utils.export.exporter import N_HELD
+    from utils.export.int8 import calibration_images, quantize_int8
+    from utils.quant.sensitivity import Judge
+
+    size = (opt.img_size, opt.img_size)
+    held = calibration_images(opt.data, N_HELD, size, split="val", purpose="int8 check")
+    calib = calibration_images(opt.data, opt.calib_images, size)
+    rows = {}
+    for layout in opt.layouts:
+        out = Path(opt.out) / "layouts" / layout / "model.onnx"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        common = dict(deploy=True, deploy_outputs=layout, include=("onnx",), img_size=opt.img_size, opset=13,
+                      data=opt.data, report=False)
+        fp32 = export.run(weights=opt.weights, output=out, **common)["onnx"]
+        int8 = quantize_int8(fp32, out.with_name("model.int8.onnx"), calib)
+        whole = quantize_int8(fp32, out.with_name("model.all-int8.onnx"), calib, float_decode=False)
+        judge = Judge(fp32, opt.data, opt.img_size, held)
+        rows[layout] = [judge(fp32), judge(int8), judge(int8, kernels=True), judge(whole), None]
+        if opt.qat_weights:
+            rows[layout][4] = judge(export.run(weights=opt.qat_weights, output=out.with_name("qat.onnx"), **common)["onnx"])
+    return rows
+
+
+def layout_table(rows: dict) -> str:
+    def cell(m) -> str:
+        return "-" if m is None else f"{m.map:.3f} / {m.map50:.3f} (error {m.error:.3f})"
+
+    lines = ["| layout | fp32 | PTQ | PTQ, int8 kernels | PTQ, decoding in int8 too | QAT |", "|---|---|---|---|---|---|"]
+    lines += [f"| {layout} | " + " | ".join(cell(m) for m in measures) + " |" for layout, measures in rows.items()]
+    return "\n".join(lines)
+
+
 def _meta(onnx_path) -> dict:
     import onnx
 
@@ -128,17 +169,28 @@ def main(argv=None):
     p.add_argument("--calib-images", type=int, default=100)
     p.add_argument("--budget", type=float, default=0.015)
     p.add_argument("--out", default="runs/bench_int8")
+    p.add_argument("--layouts", nargs="*", default=None, choices=DEPLOY_LAYOUTS,
+                   help="also the int8 cost of each output layout (alone: all of them)")
+    p.add_argument("--layouts-only", action="store_true", help="only the layouts table (no sensitivity, no toolchains)")
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     toolchains = available()
     print(f"toolchains in this environment: onnxruntime{''.join(', ' + t for t in toolchains)}; {load_average()}")
-    report, _ = ptq(opt, toolchains)
-    qat = qat_rows(opt, toolchains) if opt.qat_weights else {}
-    print(report.text())
-    print(f"\n{Path(opt.weights).name}, {opt.img_size} px, val split of {opt.data}: mAP50-95 / mAP50 (latency, batch 1)")
-    print(table(report, qat))
+    if opt.layouts is not None and not opt.layouts:
+        opt.layouts = list(DEPLOY_LAYOUTS)
+    report = qat = layouts = None
+    if not opt.layouts_only:
+        report, _ = ptq(opt, toolchains)
+        qat = qat_rows(opt, toolchains) if opt.qat_weights else {}
+        print(report.text())
+        print(f"\n{Path(opt.weights).name}, {opt.img_size} px, val split of {opt.data}: mAP50-95 / mAP50 (latency, batch 1)")
+        print(table(report, qat))
+    if opt.layouts:
+        layouts = layout_rows(opt)
+        print(f"\nOutput layouts in int8 (onnxruntime; error: of decoded boxes and scores against the layout's fp32 file)")
+        print(layout_table(layouts))
     print(load_average())
-    return report, qat
+    return report, qat, layouts
 
 
 if __name__ == "__main__":

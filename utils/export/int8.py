@@ -10,9 +10,10 @@ float, no normalisation), not random noise: activation ranges come from real dat
 onnxruntime's ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear pairs around each
 op, the form NPU converters and TensorRT read), int8 weights per output channel, int8 activations,
 MinMax calibration; per-channel QDQ needs opset 13, so a file of a lower opset is converted for
-quantisation (the float32 file keeps its opset). The report compares int8 with fp32 on held images: per output max |diff| and
-cosine similarity, the decoded boxes (pixels) and scores, which is where one shared 8-bit scale
-over box pixels and probabilities (the decoded layout) shows, and the share of fp32's top-100
+quantisation (the float32 file keeps its opset). The head's decoding in the graph (split and decoded
+layouts) stays in float: quantised, it gives box pixels and probabilities one 8-bit scale and the scores
+round to zero (utils/quant/decode_tail.py). The report compares int8 with fp32 on held images: per output
+max |diff| and cosine similarity, the decoded boxes (pixels) and scores, and the share of fp32's top-100
 detections the int8 file finds again (utils/export/compare.py). The mAP of the int8 file is measured by
 ``python val.py --data <data> --weights m.int8.onnx``.
 """
@@ -29,6 +30,7 @@ import numpy as np
 
 from utils.data.augment import letterbox
 from utils.export.compare import TOP_K, Agreement, batches, cosine, detection_agreement, detections, max_abs, max_diff
+from utils.quant.decode_tail import decode_nodes
 
 LOGGER = logging.getLogger("yolox5.export")
 
@@ -84,11 +86,13 @@ class _QuietPreprocessHint(logging.Filter):
 
 
 def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: int = 1, per_channel: bool = True,
-                  exclude: Sequence[str] = (), only: Sequence[str] | None = None, calibration_cache=None) -> Path:
+                  exclude: Sequence[str] = (), only: Sequence[str] | None = None, calibration_cache=None,
+                  float_decode: bool = True) -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path.
 
     exclude: ONNX node names kept in float (onnxruntime's ``nodes_to_exclude``); only: quantise these nodes
-    alone (``nodes_to_quantize``). calibration_cache: a JSON file of the calibrated ranges, written by the
+    alone (``nodes_to_quantize``). float_decode: keep the head's decoding in float as well
+    (utils/quant/decode_tail.py: quantised, it crushes the scores of the split and decoded layouts). calibration_cache: a JSON file of the calibrated ranges, written by the
     first call and read by later ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one
     model calibrate once; older onnxruntime calibrates every call on ``images``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -105,6 +109,9 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
 
     model = onnx.load(str(fp32_path))
     input_name = model.graph.input[0].name
+    decoding = decode_nodes(model) if float_decode else []
+    chosen = [n for n in dict.fromkeys(exclude) if n not in decoding]  # the caller's, besides the decoding
+    exclude = [*decoding, *chosen]
     int8_path = Path(int8_path)
     source = model
     if per_channel and _opset(model) < PER_CHANNEL_OPSET:  # per-channel QDQ (an axis) is opset 13
@@ -131,8 +138,10 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
         quantized.metadata_props.add(key=p.key, value=p.value)
     ranges = f"ranges from {Path(calibration_cache).name}" if cached else f"{len(images)} calibration images"
     what = f"int8 QDQ (onnxruntime quantize_static, MinMax, {ranges})"
-    if exclude:
-        what += f", {len(exclude)} nodes kept in float"
+    if decoding:
+        what += f", decoding ({len(decoding)} nodes) in float"
+    if chosen:
+        what += f", {len(chosen)} more nodes kept in float"
     if only is not None:
         what += f", only {len(only)} nodes quantised"
     quantized.metadata_props.add(key="quantization", value=what)

@@ -307,7 +307,7 @@ def _openvino_sensitivity(job: _Job, xml: Path, int8_xml: Path, calib: np.ndarra
         core = ov.Core()
         ignored = openvino_ignored_names(core.read_model(str(xml)), onnx.load(str(job.onnx_path)), report.hybrid.exclude)
         path = quantize_openvino(xml, int8_xml.with_name(job.onnx_path.stem + ".hybrid.int8.xml"), calib,
-                                 batch_size=job.batch, ignored=ignored)
+                                 batch_size=job.batch, ignored=ignored, source_onnx=job.onnx_path)
         before, after = (count_ops(core.read_model(str(f)), "FakeQuantize") for f in (int8_xml, path))
         result.hybrid, result.terms = job.judge(path), {"ignored_scope": {"names": ignored}}
         result.effect = f"FakeQuantize {before} -> {after}"
@@ -337,7 +337,7 @@ def _openvino(job: _Job, calib, held, source: str, sensitivity=None) -> dict:
     if calib is not None:
         t0 = time.perf_counter()
         int8_xml = quantize_openvino(xml, onnx_path.with_name(onnx_path.stem + ".int8.xml"), calib,
-                                     batch_size=job.batch)
+                                     batch_size=job.batch, source_onnx=onnx_path)
         LOGGER.info(f"OpenVINO int8: {int8_xml} written in {time.perf_counter() - t0:.1f} s (NNCF, {len(calib)} "
                     f"calibration images)")
         out["openvino_int8"] = int8_xml

@@ -64,6 +64,30 @@ def test_openvino_export_and_int8(tiny, tmp_path):
     assert cos["decoded boxes (px)"] > 0.99 and cos["decoded scores"] > 0.8
 
 
+def test_openvino_int8_keeps_the_decoding_in_float(tiny, tmp_path):
+    """The split layout decodes in the graph: NNCF's ignored scope takes its decoding (as the int8 ONNX keeps it
+    float), so no FakeQuantize sits on an op that came from it and the scores keep their precision."""
+    pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
+    pytest.importorskip("nncf", reason="nncf not installed (pip install openvino nncf)")
+    import onnx
+    import openvino as ov
+
+    from utils.infer.openvino_runtime import read_openvino_metadata
+    from utils.quant.decode_tail import decode_nodes
+    from utils.quant.hybrid_config import openvino_ignored_names
+
+    path, _, data = tiny
+    res = export.run(weights=path, include=("openvino",), img_size=IMGSZ, deploy=True, deploy_outputs="split",
+                     int8=True, data=data, calib_images=3, output=tmp_path / "s.onnx")
+    int8 = ov.Core().read_model(str(res["openvino_int8"]))
+    decoding = set(openvino_ignored_names(int8, onnx.load(str(res["onnx"])), decode_nodes(onnx.load(str(res["onnx"])))))
+    assert decoding and "decoding (" in read_openvino_metadata(res["openvino_int8"])["quantization"]
+    fed_by_fq = {target.get_node().get_friendly_name() for op in int8.get_ops() if op.get_type_name() == "FakeQuantize"
+                 for target in op.output(0).get_target_inputs()}
+    assert fed_by_fq and not fed_by_fq & decoding
+    assert {n: c for n, _, _, c in res["openvino_comparison"].lines}["scores"] > 0.8
+
+
 @pytest.mark.parametrize("kwargs,first,min_cosine", [
     ({"deploy": True, "deploy_outputs": "split", "dynamic": ("batch",)}, ["boxes", "scores"], 0.9999),
     # NMS rows: near-equal scores may swap places, which moves rows of the padded outputs

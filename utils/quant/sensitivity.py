@@ -52,20 +52,28 @@ class Measure:
         return f"{self.map50:.3f} | {self.map:.3f} | {self.error:.4f}"
 
 
-def normalised_error(got: np.ndarray, want: np.ndarray) -> float:
+def normalised_error(got: np.ndarray, want: np.ndarray, weight: np.ndarray | None = None) -> float:
     """RMS of the difference over the spread (standard deviation) of ``want``: 0 equal, 1 an error as large
     as the outputs' own variation. Unlike cosine it sees an offset on near-constant maps (scores of a
-    weak model sit close to one value, and an 8-bit grid shifts them all)."""
-    got, want = np.asarray(got, np.float64).ravel(), np.asarray(want, np.float64).ravel()
-    keep = np.isfinite(got) & np.isfinite(want)
-    got, want = got[keep], want[keep]
-    return float(np.sqrt(np.mean((got - want) ** 2)) / max(want.std(), 1e-12)) if want.size else 0.0
+    weak model sit close to one value, and an 8-bit grid shifts them all). ``weight`` [...] (one per row of
+    the last axis: a box's score) weights both means: a box counts as much as its score, since the boxes of
+    background anchors swing freely (a DFL box of score 0.015 went from 6 to 512 px wide in int8) and no
+    detection keeps them."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    w = np.ones_like(want) if weight is None else np.broadcast_to(np.asarray(weight, np.float64)[..., None], want.shape)
+    got, want, w = got.ravel(), want.ravel(), w.ravel()
+    keep = np.isfinite(got) & np.isfinite(want) & (w > 0)
+    got, want, w = got[keep], want[keep], w[keep]
+    if not want.size:
+        return 0.0
+    spread = np.sqrt(np.average((want - np.average(want, weights=w)) ** 2, weights=w))
+    return float(np.sqrt(np.average((got - want) ** 2, weights=w)) / max(spread, 1e-12))
 
 
 class Judge:
     """Measures a file of one model (.onnx or OpenVINO .xml): COCO mAP on the val split of ``data`` and the
     error of its decoded boxes and scores (obj x cls) against the reference file's on ``held`` images
-    [n, 3, H, W] (normalised_error, the larger of the two). An ONNX file runs as written: its QDQ
+    [n, 3, H, W] (normalised_error, the larger of the two; each box weighted by its reference score). An ONNX file runs as written: its QDQ
     arithmetic exactly, what an 8-bit NPU computes up to its rounding, the same on every CPU; with
     ``kernels=True`` through onnxruntime's fused int8 kernels, what this CPU gives (utils/quant/cpu_int8.py)."""
 
@@ -103,7 +111,8 @@ class Judge:
 
         with _quiet():
             _, _, map50, map_ = evaluate(model, self.loader, self.data, EvalOptions()).metrics[:4]
-        error = max(normalised_error(g, w) for g, w in zip(self._outputs(model), self.reference))
+        (boxes, scores), (ref_boxes, ref_scores) = self._outputs(model), self.reference
+        error = max(normalised_error(boxes, ref_boxes, weight=ref_scores.max(-1)), normalised_error(scores, ref_scores))
         return Measure(float(map50), float(map_), error)
 
 

@@ -14,7 +14,7 @@ import torch
 from tests.support import varied_model, write_demo_dataset
 from utils.checkpoints import save_checkpoint
 from utils.quant.layer_groups import OUTPUTS, group_name, layer_groups, node_macs
-from utils.quant.sensitivity import Measure, analyse_sensitivity
+from utils.quant.sensitivity import Measure, analyse_sensitivity, normalised_error
 
 SIZE = 64
 CFG = {"nc": 8, "depth_multiple": 1.0, "width_multiple": 0.125,
@@ -76,6 +76,22 @@ def test_group_names():
     assert group_name("/model.24/cls_convs.0/0/conv/Conv", "model.24") == "model.24/cls_convs.0"
     assert group_name("/cls_preds.0/Conv", "model.24") == "cls_preds.0"
     assert group_name("/Sigmoid_3", "model.24") == OUTPUTS
+
+
+def test_output_error_is_relative_to_the_spread_and_weighted_by_score():
+    rng = np.random.default_rng(0)
+    want = rng.normal(10, 2, (2, 50, 4))
+    got = want + rng.normal(0, 0.2, want.shape)
+    rms = np.sqrt(np.mean((got - want) ** 2))
+    assert normalised_error(got, want) == pytest.approx(rms / want.std())
+    assert normalised_error(want, want) == 0
+    scores = np.where(np.arange(50) < 25, 0.9, 0.0)[None].repeat(2, 0)  # half the boxes are background
+    wild = got.copy()
+    wild[:, 25:] = 500.0  # a background box may go anywhere: no detection keeps it
+    kept = got[:, :25]
+    weighted = normalised_error(wild, want, weight=scores)
+    assert weighted == pytest.approx(np.sqrt(np.mean((kept - want[:, :25]) ** 2)) / want[:, :25].std())
+    assert normalised_error(wild, want) > 50 * weighted
 
 
 def test_fragile_layer_ranks_first(exported):

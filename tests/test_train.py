@@ -14,6 +14,7 @@ import yaml
 from models.weights import load_model
 from models.yolo import Model
 from tests.support import ROOT, free_port, run_train, train_args
+from utils.checkpoints import save_checkpoint
 
 
 def test_two_epochs_end_to_end(tiny_data, tmp_path):
@@ -145,14 +146,22 @@ def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_p
     assert "rknn" in {p.key: p.value for p in exported.metadata_props}["quantization"]
 
 
-@pytest.mark.parametrize("cfg, distil", [("models/yoloxn.yaml", False),
-                                         ("models/damoyolo_t.yaml", False),  # DAMO's loss all-reduces
-                                         ("models/yoloxn.yaml", True)])  # the align convs are a second DDP module
-def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, distil, request):
+@pytest.mark.parametrize("cfg, mode", [("models/yoloxn.yaml", None),
+                                       ("models/damoyolo_t.yaml", None),  # DAMO's loss all-reduces
+                                       ("models/yoloxn.yaml", "distil"),  # the align convs are a second DDP module
+                                       ("models/yoloxn.yaml", "qat")])  # observed ranges: buffers, rank 0's broadcast
+def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, mode, request):
+    distil = mode == "distil"
     args = train_args(tiny_data, tmp_path, "ddp", epochs=1)
     args[args.index("--cfg") + 1] = cfg
     if distil:
         args += ["--teacher", str(request.getfixturevalue("teacher_ckpt"))]
+    if mode == "qat":  # from a float checkpoint, its YAML
+        float_model = Model(cfg, nc=8)
+        start = save_checkpoint(tmp_path / "float.pt", {"model": float_model.state_dict(), "yaml": float_model.yaml,
+                                                         "names": float_model.names})
+        del args[args.index("--cfg"):args.index("--cfg") + 2]
+        args += ["--weights", str(start), "--qat"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "train.py"), *args]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -168,6 +177,13 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, distil, request):
         assert torch.load(last, weights_only=True)["distill"]["align_module.0.weight"].shape == (128, 64, 1, 1)
         assert sum(p.numel() for p in load_model(last).parameters()) == sum(
             p.numel() for p in Model(cfg, nc=8).parameters())
+    if mode == "qat":  # the fine-tuned model is the fake-quantised one, its ranges observed in training
+        from utils.quant.prepare import QATModel
+
+        model = load_model(tmp_path / "ddp" / "weights" / "last.pt")
+        quantizers = model.quantizers()
+        assert isinstance(model, QATModel) and quantizers and all(bool(q.initialised) for q in quantizers)
+        assert all(float(q.lo) <= float(q.hi) for q in quantizers) and any(float(q.hi) > 10 for q in quantizers)
 
 
 def test_legacy_launch_passes_local_rank(tiny_data, tmp_path):

@@ -14,7 +14,8 @@ Where the quantisers go (the layers up to the head are traced with torch.fx; ``Q
   so the one grid is after the ReLU;
 - not after ops that move values without computing new ones (slices, reshapes, max pooling, nearest
   upsampling): their outputs stay on their input's grid;
-- inside the head (not traced), the outputs of its convs.
+- inside the head (not traced), the outputs of its convs; a head conv that reads a neck output (a
+  quantiser's) is linked to that quantiser for its int32 bias, found by running one example.
 """
 from __future__ import annotations
 
@@ -146,7 +147,9 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, example: torch.Tensor) ->
     ShapeProp(body).propagate(example)
     _insert_quantizers(body, scheme)
     _link_conv_inputs(body)
-    return QATModel(body, model, scheme).train()
+    qat = QATModel(body, model, scheme)
+    _link_head_conv_inputs(qat, example)
+    return qat.train()
 
 
 def _swap_convs(model: nn.Module, head: nn.Module, scheme: QuantScheme) -> None:
@@ -195,6 +198,34 @@ def _link_conv_inputs(gm: fx.GraphModule) -> None:
             source = source.args[0]
         if isinstance(source, fx.Node) and _is_quantizer(gm, source):
             gm.get_submodule(node.target).link_input(gm.get_submodule(source.target))
+
+
+def _link_head_conv_inputs(qat: QATModel, example: torch.Tensor) -> None:
+    """The head is not traced, so its convs learn their input's quantiser by running ``example`` once: a head
+    conv whose input is a quantiser's output tensor (a neck output) is linked to it; one behind float ops
+    inside the head keeps a float bias. The quantisers' state is restored: nothing is observed."""
+    quantizers = qat.quantizers()
+    saved = [(q.lo.clone(), q.hi.clone(), q.initialised.clone()) for q in quantizers]
+    produced = {}  # id(output tensor) -> (quantiser, tensor): the tensor kept alive so its id stays unique
+    hooks = [q.register_forward_hook(lambda m, _, out: produced.__setitem__(id(out), (m, out))) for q in quantizers]
+
+    def link(conv, args):
+        source = produced.get(id(args[0]))
+        if source is not None:
+            conv.link_input(source[0])
+
+    head_convs = [m for m in qat.head.modules() if isinstance(m, QuantConv2d)]
+    hooks += [c.register_forward_pre_hook(link) for c in head_convs]
+    was_training = qat.training
+    try:
+        with torch.no_grad():
+            qat.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        for q, (lo, hi, initialised) in zip(quantizers, saved):
+            q.lo.copy_(lo), q.hi.copy_(hi), q.initialised.copy_(initialised)
+        qat.train(was_training)
 
 
 def _is_quantizer(gm: fx.GraphModule, node: fx.Node) -> bool:

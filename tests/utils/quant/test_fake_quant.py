@@ -236,16 +236,21 @@ def test_conv_bias_is_int32_on_the_input_times_weight_grid():
     model = varied_model("models/yoloxn.yaml", nc=3, size=64)
     x = torch.rand(2, 3, 64, 64) * 255
     qat = prepare_qat(model, SCHEMES["rknn"], x[:1])
+    assert not any(bool(q.initialised) for q in qat.quantizers())  # linking the head observed nothing
     qat.train()(x)
     qat.eval()
     convs = [m for m in qat.body.modules() if isinstance(m, QuantConv2d)]
     assert convs and all(c.input_quantizer is not None for c in convs)
+    # the head's prediction convs (not traced) read the neck's quantised outputs: linked by running one example
+    head_convs = [m for m in qat.head.modules() if isinstance(m, QuantConv2d)]
+    assert len(head_convs) == 9 and all(c.input_quantizer is not None for c in head_convs)
+    neck = {id(q) for q in qat.body.modules() if isinstance(q, ActivationQuantizer)}
+    assert all(id(c.input_quantizer) in neck for c in head_convs)
+    for conv in (convs[3], head_convs[0]):
+        b = quantize_bias(conv.bias, conv.input_quantizer.grid()[0], weight_scales(conv.weight))
+        k = b / (conv.input_quantizer.grid()[0] * weight_scales(conv.weight))
+        torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-3)
     assert not any("_input" in k for k in qat.state_dict())  # a link, not a parameter: checkpoints unchanged
-    conv = convs[3]
-    grid = conv.input_quantizer.grid()[0] * weight_scales(conv.weight)
-    b = quantize_bias(conv.bias, conv.input_quantizer.grid()[0], weight_scales(conv.weight))
-    k = b / grid
-    torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-3)
     tiny = quantize_bias(torch.tensor([1e3, -1e3, 0.5]), 1e-9, torch.tensor([1e-3, 1e-3, 1e-3]))
     assert tiny[0] == pytest.approx(BIAS_QMAX * 1e-12, rel=1e-6) and tiny[1] == pytest.approx(-(BIAS_QMAX + 1) * 1e-12, rel=1e-6)
     bias = torch.tensor([0.3], requires_grad=True)

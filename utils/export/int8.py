@@ -92,9 +92,10 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
 
     exclude: ONNX node names kept in float (onnxruntime's ``nodes_to_exclude``); only: quantise these nodes
     alone (``nodes_to_quantize``). float_decode: keep the head's decoding in float as well
-    (utils/quant/decode_tail.py: quantised, it crushes the scores of the split and decoded layouts). calibration_cache: a JSON file of the calibrated ranges, written by the
-    first call and read by later ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one
-    model calibrate once; older onnxruntime calibrates every call on ``images``."""
+    (utils/quant/decode_tail.py: quantised, it crushes the scores of the split and decoded layouts).
+    calibration_cache: a JSON file of the calibrated ranges, written by the first call and read by later
+    ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one model calibrate once; older
+    onnxruntime calibrates every call on ``images``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 

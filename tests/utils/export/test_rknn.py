@@ -48,7 +48,7 @@ def test_rknn_export_int8_and_float16(tiny, tmp_path):
     assert c.cosine > 0.995 and c.agreement.share > 0.9  # float16 (the simulator's float type): close to torch
 
 
-def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypatch):
+def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypatch, caplog):
     """The exporter's RKNN step (paths, calibration images, the comparison with torch, release) with
     rknn-toolkit2 stood in for by onnxruntime on the ONNX file it would convert: every figure at its ideal."""
     from utils.export import rknn
@@ -81,6 +81,10 @@ def test_rknn_step_of_the_exporter_without_the_toolkit(tiny, tmp_path, monkeypat
     c = res["rknn_comparison"]
     assert c.runtime == FakeRknn.runtime and c.n_images == 2 and c.source == "val images"
     assert c.cosine > 0.99999 and c.agreement.share == 1.0
+    assert "decoding in the graph" not in caplog.text
+    export.run(weights=path, include=("rknn",), img_size=IMGSZ, deploy=True, deploy_outputs="split", int8=True,
+               data=data, calib_images=3, output=tmp_path / "s.onnx")
+    assert "RKNN int8 of the 'split' layout" in caplog.text and "--deploy-outputs per-level" in caplog.text
 
 
 @pytest.mark.parametrize("name", ["pai_yoloxs_asff_tood3", "pai_yoloxs_asff_sim", "pai_yoloxs_gsconv", "damoyolo_t",

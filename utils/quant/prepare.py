@@ -224,7 +224,9 @@ def _link_head_conv_inputs(qat: QATModel, example: torch.Tensor) -> None:
         for h in hooks:
             h.remove()
         for q, (lo, hi, initialised) in zip(quantizers, saved):
-            q.lo.copy_(lo), q.hi.copy_(hi), q.initialised.copy_(initialised)
+            q.lo.copy_(lo)
+            q.hi.copy_(hi)
+            q.initialised.copy_(initialised)
         qat.train(was_training)
 
 

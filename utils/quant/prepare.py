@@ -14,8 +14,9 @@ Where the quantisers go (the layers up to the head are traced with torch.fx; ``Q
   so the one grid is after the ReLU;
 - not after ops that move values without computing new ones (slices, reshapes, max pooling, nearest
   upsampling): their outputs stay on their input's grid;
-- inside the head (not traced), the outputs of its convs; a head conv that reads a neck output (a
-  quantiser's) is linked to that quantiser for its int32 bias, found by running one example.
+- inside the head (not traced), the outputs of its convs and its SiLUs (as Sigmoid and Mul); a head conv
+  that reads a quantiser's output (a neck output, a head SiLU's, or a head conv's through a fused ReLU) is
+  linked to that quantiser for its int32 bias, found by running one example.
 """
 from __future__ import annotations
 
@@ -141,6 +142,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, example: torch.Tensor) ->
     tell tensors from shapes in the traced graph. The copy is folded first: train it, not the original."""
     model = copy.deepcopy(model).eval().fuse()
     _swap_convs(model, head=model.detect, scheme=scheme)
+    _swap_head_activations(model.detect, scheme)
     root = _FeaturesOf(model)
     graph = _Tracer().trace(root)
     body = fx.GraphModule(root, graph)
@@ -159,6 +161,19 @@ def _swap_convs(model: nn.Module, head: nn.Module, scheme: QuantScheme) -> None:
         for name, child in list(parent.named_children()):
             if type(child) is nn.Conv2d:
                 setattr(parent, name, QuantConv2d(child, scheme if id(child) in in_head else None))
+
+
+def _swap_head_activations(head: nn.Module, scheme: QuantScheme) -> None:
+    """A head that owns stems and branches (YOLOXHead) quantises its activations as the traced layers do:
+    SiLU as Sigmoid and Mul; a conv block's ReLU-like activation fused, its conv's grid moved after it."""
+    for parent in list(head.modules()):
+        conv, act = getattr(parent, "conv", None), getattr(parent, "act", None)
+        if isinstance(conv, QuantConv2d) and conv.output is not None and isinstance(act, FUSED_ACTIVATIONS):
+            parent.act = nn.Sequential(act, conv.output)
+            conv.output = None
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.SiLU:
+                setattr(parent, name, QuantSiLU(scheme))
 
 
 def _insert_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> None:
@@ -202,12 +217,20 @@ def _link_conv_inputs(gm: fx.GraphModule) -> None:
 
 def _link_head_conv_inputs(qat: QATModel, example: torch.Tensor) -> None:
     """The head is not traced, so its convs learn their input's quantiser by running ``example`` once: a head
-    conv whose input is a quantiser's output tensor (a neck output) is linked to it; one behind float ops
-    inside the head keeps a float bias. The quantisers' state is restored: nothing is observed."""
+    conv whose input is a quantiser's output tensor (a neck output, a head SiLU's or conv's) is linked to it,
+    also through a ReLU-like activation, which keeps its input's grid; one behind other float ops (GroupNorm,
+    attention) keeps a float bias. The quantisers' state is restored: nothing is observed."""
     quantizers = qat.quantizers()
     saved = [(q.lo.clone(), q.hi.clone(), q.initialised.clone()) for q in quantizers]
     produced = {}  # id(output tensor) -> (quantiser, tensor): the tensor kept alive so its id stays unique
+
+    def grid_kept(_, args, out):
+        source = produced.get(id(args[0]))
+        if source is not None:
+            produced[id(out)] = (source[0], out)
+
     hooks = [q.register_forward_hook(lambda m, _, out: produced.__setitem__(id(out), (m, out))) for q in quantizers]
+    hooks += [m.register_forward_hook(grid_kept) for m in qat.head.modules() if isinstance(m, FUSED_ACTIVATIONS)]
 
     def link(conv, args):
         source = produced.get(id(args[0]))

@@ -163,6 +163,28 @@ def test_small_qat_model_exports_the_qdq_graph_it_trains(scheme):
         assert min(_cosine(a, b) for a, b in zip(expected, got)) > 0.999
 
 
+def _unquantised_ops(graph) -> list[str]:
+    """The computing ops of a QDQ graph whose output meets no QuantizeLinear (the head's output Sigmoids aside),
+    and the Convs whose input comes from no DequantizeLinear: what a toolchain would run in float."""
+    readers, producer = {}, {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n.op_type
+
+    def quantised(tensor: str) -> bool:  # read by a QuantizeLinear, or by a Relu (fused) whose output is
+        return any(r.op_type == "QuantizeLinear" or (r.op_type == "Relu" and quantised(r.output[0]))
+                   for r in readers.get(tensor, []))
+
+    outputs = {o.name for o in graph.output}
+    head_outputs = [n for n in graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs]
+    unquantised = [n.op_type for n in graph.node if n.op_type in ("Conv", "Add", "Mul", "Concat", "Sigmoid")
+                   and n not in head_outputs and not quantised(n.output[0])]
+    return unquantised + [f"Conv input from {producer.get(n.input[0])}" for n in graph.node
+                          if n.op_type == "Conv" and producer.get(n.input[0]) != "DequantizeLinear"]
+
+
 def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():
     """A whole SiLU model in the exported QDQ file: every Sigmoid and Mul of its SiLUs and every Conv, Add and
     Concat output meets a QuantizeLinear (directly, or after a Relu that fuses with it), and onnxruntime runs it."""
@@ -175,20 +197,42 @@ def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():
     exported = ExportModel(qat.eval(), "per-level")
     model_bytes = _onnx(exported, x)
     graph = onnx.load_from_string(model_bytes).graph
-    readers = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n.op_type)
-    outputs = {o.name for o in graph.output}
-    head_outputs = [n for n in graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs]
-    unquantised = [n.op_type for n in graph.node if n.op_type in ("Conv", "Add", "Mul", "Concat", "Sigmoid")
-                   and n not in head_outputs and "QuantizeLinear" not in readers.get(n.output[0], [])]
+    unquantised = _unquantised_ops(graph)
     assert unquantised == [], f"ops whose outputs stay in float: {unquantised}"
     ops = {n.op_type for n in graph.node}
     assert not ops & {"Round", "ReduceMax", "Abs", "Div", "Cast"}  # scales and zero points are constants
     constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
     assert all(set(n.input[1:]) <= constants for n in graph.node if n.op_type == "QuantizeLinear")
     assert len(_ort(model_bytes, x)) == 9
+
+
+@pytest.mark.parametrize("act", ["silu", "relu"])
+def test_a_head_with_stems_and_branches_is_quantised_like_the_body(act):
+    """YOLOXHead (official YOLOX's layout) owns its stems and branch convs: its SiLUs become quantised Sigmoid
+    and Mul, a ReLU fuses with its conv (the grid after it), every head conv is linked to its input's grid
+    (int32 bias), and the exported file quantises every op there as in the body; as written it equals the
+    QAT model within one step of each output's grid."""
+    cfg = {"nc": 3, "depth_multiple": 1.0, "width_multiple": 0.125, "activation": act,
+           "backbone": [[-1, 1, "Conv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "C3", [128]],
+                        [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]],
+           "head": [[[2, 3, 4], 1, "YOLOXHead", ["nc", 1]]]}
+    model = varied_model(cfg, nc=3, size=64)
+    x = torch.rand(2, 3, 64, 64) * 255
+    qat = prepare_qat(model, SCHEMES["rknn"], x[:1])
+    head_silus = sum(isinstance(m, torch.nn.SiLU) for m in model.detect.modules())
+    assert sum(isinstance(m, QuantSiLU) for m in qat.detect.modules()) == head_silus
+    assert (head_silus > 0) == (act == "silu")
+    head_convs = [m for m in qat.detect.modules() if isinstance(m, QuantConv2d)]
+    assert len(head_convs) == 3 * 8 and all(c.input_quantizer is not None for c in head_convs)
+    qat.train()(x)
+    graph = onnx.load_from_string(_onnx(ExportModel(qat.eval(), "per-level"), x)).graph
+    unquantised = _unquantised_ops(graph)
+    assert unquantised == [], f"ops a toolchain would run in float: {unquantised}"
+    expected, got, _ = _export_and_run(qat, x, optimise=False)
+    for level in range(3):
+        for k, step in enumerate(_steps(qat.detect, level)):
+            diff = np.abs(expected[3 * level + k] - got[3 * level + k]).max()
+            assert diff <= step * 1.001, f"level {level} output {k}: max |diff| {diff:.3g} > one step {step:.3g}"
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))

@@ -282,7 +282,12 @@ def _computes_values(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def _feeds_only_a_fused_activation(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True if ``node``'s one consumer is a ReLU-like activation, also through identities between them (the
+    nn.Identity that folding BatchNorm leaves in a Conv block): the toolchain fuses the two, one grid after."""
     users = list(node.users)
+    while len(users) == 1 and users[0].op == "call_module" and \
+            isinstance(gm.get_submodule(users[0].target), (nn.Identity, nn.Dropout)):
+        users = list(users[0].users)
     if len(users) != 1:
         return False
     user = users[0]

@@ -165,7 +165,8 @@ def test_small_qat_model_exports_the_qdq_graph_it_trains(scheme):
 
 def _unquantised_ops(graph) -> list[str]:
     """The computing ops of a QDQ graph whose output meets no QuantizeLinear (the head's output Sigmoids aside),
-    and the Convs whose input comes from no DequantizeLinear: what a toolchain would run in float."""
+    the Convs whose input comes from no DequantizeLinear (what a toolchain would run in float) and the Relus
+    whose input was quantised already (a second, coarser grid before the one a toolchain fuses)."""
     readers, producer = {}, {}
     for n in graph.node:
         for i in n.input:
@@ -181,8 +182,10 @@ def _unquantised_ops(graph) -> list[str]:
     head_outputs = [n for n in graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs]
     unquantised = [n.op_type for n in graph.node if n.op_type in ("Conv", "Add", "Mul", "Concat", "Sigmoid")
                    and n not in head_outputs and not quantised(n.output[0])]
-    return unquantised + [f"Conv input from {producer.get(n.input[0])}" for n in graph.node
-                          if n.op_type == "Conv" and producer.get(n.input[0]) != "DequantizeLinear"]
+    twice = ["Relu of an already quantised tensor" for n in graph.node
+             if n.op_type == "Relu" and producer.get(n.input[0]) == "DequantizeLinear"]  # one grid, after the Relu
+    return unquantised + twice + [f"Conv input from {producer.get(n.input[0])}" for n in graph.node
+                                  if n.op_type == "Conv" and producer.get(n.input[0]) != "DequantizeLinear"]
 
 
 def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():

@@ -33,6 +33,7 @@ from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.cli import fraction, positive_int, run_reporting_user_errors
 from utils.export.options import INCLUDE, DatasetImages, ExportOptions, NmsOptions
 from utils.export.rewrite import FOCUS_MODES
+from utils.quant.uint8_activations import ACTIVATION_DTYPES
 
 
 def run(**kwargs) -> dict:
@@ -76,6 +77,10 @@ def parse_opt(argv=None):
                         "which to keep in float (written for onnxruntime, OpenVINO and RKNN, and measured)")
     p.add_argument("--hybrid-budget", type=fraction, default=D.hybrid_budget,
                    help="--sensitivity: mAP50-95 the recommended hybrid may lose against float (0.015: 1.5 points)")
+    p.add_argument("--int8-activations", choices=ACTIVATION_DTYPES, default=D.int8_activations,
+                   help="int8 ONNX (--int8, or a --qat checkpoint): uint8 writes the same activation grids shifted "
+                        "by 128 (identical arithmetic), which onnxruntime fuses into its fast int8 kernels on x86; "
+                        "int8 (default) is what TensorRT, OpenVINO and the NPU toolchains read")
     p.add_argument("--data", default=None, help="dataset yaml with the calibration images (--int8)")
     p.add_argument("--calib-images", type=positive_int, default=DatasetImages.calibration,
                    help="--int8: number of calibration images")

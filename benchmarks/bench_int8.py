@@ -5,6 +5,9 @@ quantisation-aware training, each measured on the dataset's val split (mAP50-95,
     /tmp/venv_ov/bin/python -m benchmarks.bench_int8 ...       # adds OpenVINO (NNCF int8 IR; the QAT file as IR)
     /tmp/venv_rknn/bin/python -m benchmarks.bench_int8 ...     # adds RKNN (rk3588, rknn-toolkit2's simulator)
     python -m benchmarks.bench_int8 --weights best.pt --layouts-only --layouts   # int8 per output layout
+    ... --qat-weights qat/last.pt --float-weights ft/last.pt   # with QAT's float baseline: the same fine-tune
+                                                               # (train.py --weights best.pt, QAT's epochs and
+                                                               # hyp) without --qat
 
 The toolchains are those this Python environment imports (each lives in its own: README). For the float
 checkpoint, export.run(--deploy --int8 --sensitivity) writes and measures every int8 model and the hybrid
@@ -12,7 +15,9 @@ checkpoint, export.run(--deploy --int8 --sensitivity) writes and measures every 
 converted for each toolchain: OpenVINO reads it as FakeQuantize, rknn-toolkit2 imports it as a QAT
 model) and measured the same way. onnxruntime appears twice: the QDQ file run as written (the exact 8-bit
 arithmetic, what an NPU computes) and through its fused int8 kernels (what this CPU gives; they saturate on
-x86 CPUs without VNNI). Latency: batch 1, median of 30 runs after a warm-up, on this CPU (RKNN: none, the
+x86 CPUs without VNNI), and once more with the int8 files' activations rewritten as uint8 (the same
+arithmetic; onnxruntime fuses its x86 int8 kernels for uint8 activations only: export.py --int8-activations
+uint8). Latency: batch 1, median of 30 runs after a warm-up, on this CPU (RKNN: none, the
 simulator is not the NPU). Timings need an otherwise idle machine.
 """
 from __future__ import annotations
@@ -60,7 +65,7 @@ def qat_rows(opt, toolchains: list[str]) -> dict:
     from utils.infer.outputs import OutputFormat
     from utils.quant.sensitivity import Judge, latency_ms, median_ms
 
-    out = Path(opt.out) / "qat" / "model.onnx"
+    out = _qat_onnx(opt)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = export.run(weights=opt.qat_weights, deploy=True, include=("onnx", *[t for t in toolchains if t != "rknn"]),
                          img_size=opt.img_size, opset=13, data=opt.data, output=out, report=False)
@@ -87,6 +92,51 @@ def qat_rows(opt, toolchains: list[str]) -> dict:
         finally:
             rknn.release()
     return rows
+
+
+def _qat_onnx(opt) -> Path:
+    return Path(opt.out) / "qat" / "model.onnx"
+
+
+def uint8_rows(opt, files: dict) -> dict:
+    """{column: (Measure, latency ms)} of int8 ONNX files ({column: path}) with their activations rewritten as
+    uint8 (utils/quant/uint8_activations.py), through onnxruntime's int8 kernels."""
+    import shutil
+
+    from utils.export.exporter import N_HELD
+    from utils.export.int8 import calibration_images
+    from utils.quant.sensitivity import Judge, latency_ms
+    from utils.quant.uint8_activations import write_uint8_activations
+
+    held = calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+    judge, rows = None, {}
+    for column, path in files.items():
+        if path is None:
+            continue
+        copy = Path(opt.out) / "uint8" / f"{column}.onnx"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copy)
+        write_uint8_activations(copy)
+        judge = judge or Judge(copy, opt.data, opt.img_size, held)
+        rows[column] = (judge(copy, kernels=True), latency_ms(copy, held[:1]))
+    return rows
+
+
+def float_baseline(opt):
+    """The Measure of ``--float-weights``, QAT's fair float baseline: QAT fine-tunes a model that may not have
+    converged, so its gain over the original fp32 mixes training with quantisation; the same fine-tune without
+    fake quantisation separates them. Exported and judged as the fp32 file is."""
+    import export
+    from utils.export.exporter import N_HELD
+    from utils.export.int8 import calibration_images
+    from utils.quant.sensitivity import Judge
+
+    out = Path(opt.out) / "float_baseline" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fp32 = export.run(weights=opt.float_weights, deploy=True, include=("onnx",), img_size=opt.img_size, opset=13,
+                      data=opt.data, output=out, report=False)["onnx"]
+    held = calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+    return Judge(fp32, opt.data, opt.img_size, held)(fp32)
 
 
 def layout_rows(opt) -> dict:
@@ -140,8 +190,10 @@ def _names(onnx_path) -> list[str]:
     return [o.name for o in onnx.load(str(onnx_path)).graph.output]
 
 
-def table(report, qat: dict) -> str:
-    """model x toolchain: fp32, PTQ, PTQ + hybrid, QAT (mAP50-95 / mAP50, latency ms)."""
+def table(report, qat: dict, baseline=None, uint8: dict | None = None) -> str:
+    """model x toolchain: fp32, PTQ, PTQ + hybrid, QAT (mAP50-95 / mAP50, latency ms); with ``baseline`` (the
+    Measure of QAT's float fine-tune) a last column: the fp32 model QAT is to be compared with; with ``uint8``
+    (uint8_rows: {"PTQ" | "hybrid" | "QAT": (Measure, ms)}) a row for onnxruntime's kernels on uint8 files."""
     def cell(m, ms=None) -> str:
         if m is None:
             return "-"
@@ -150,13 +202,21 @@ def table(report, qat: dict) -> str:
     h = report.hybrid
     ptq_rows = {"onnxruntime, QDQ as written": (report.int8, h.measure if h else None, {}),
                 "onnxruntime, int8 kernels": (report.kernels.get("int8"), report.kernels.get("hybrid"), report.latency_ms)}
+    if uint8:
+        ptq_rows["onnxruntime, int8 kernels, uint8 activations"] = (
+            uint8.get("PTQ", (None,))[0], uint8.get("hybrid", (None,))[0],
+            {"fp32": report.latency_ms.get("fp32"), "int8": uint8.get("PTQ", (None, None))[1],
+             "hybrid": uint8.get("hybrid", (None, None))[1]})
+        qat = {**qat, "onnxruntime, int8 kernels, uint8 activations": uint8["QAT"]} if "QAT" in uint8 else qat
     for name, t in report.toolchains.items():
         ptq_rows[name] = (t.int8, t.hybrid, t.latency_ms)
-    lines = ["| toolchain | fp32 | PTQ | PTQ + hybrid | QAT |", "|---|---|---|---|---|"]
+    extra = baseline is not None
+    lines = ["| toolchain | fp32 | PTQ | PTQ + hybrid | QAT |" + (" fp32 fine-tuned as QAT |" if extra else ""),
+             "|---|---|---|---|---|" + ("---|" if extra else "")]
     for name, (int8, hybrid, lat) in ptq_rows.items():
         q = qat.get(name)
         lines.append(f"| {name} | {cell(report.fp32, lat.get('fp32'))} | {cell(int8, lat.get('int8'))} | "
-                     f"{cell(hybrid, lat.get('hybrid'))} | {cell(*q) if q else '-'} |")
+                     f"{cell(hybrid, lat.get('hybrid'))} | {cell(*q) if q else '-'} |" + (f" {cell(baseline)} |" if extra else ""))
     return "\n".join(lines)
 
 
@@ -164,6 +224,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help="the float checkpoint")
     p.add_argument("--qat-weights", default=None, help="its train.py --qat checkpoint")
+    p.add_argument("--float-weights", default=None, help="QAT's float baseline: the same fine-tune without --qat")
     p.add_argument("--data", default="data/demo.yaml")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--calib-images", type=int, default=100)
@@ -180,11 +241,14 @@ def main(argv=None):
         opt.layouts = list(DEPLOY_LAYOUTS)
     report = qat = layouts = None
     if not opt.layouts_only:
-        report, _ = ptq(opt, toolchains)
+        report, results = ptq(opt, toolchains)
         qat = qat_rows(opt, toolchains) if opt.qat_weights else {}
+        baseline = float_baseline(opt) if opt.float_weights else None
+        uint8 = uint8_rows(opt, {"PTQ": results.get("int8"), "hybrid": report.hybrid.path if report.hybrid else None,
+                                 "QAT": _qat_onnx(opt) if opt.qat_weights else None})
         print(report.text())
         print(f"\n{Path(opt.weights).name}, {opt.img_size} px, val split of {opt.data}: mAP50-95 / mAP50 (latency, batch 1)")
-        print(table(report, qat))
+        print(table(report, qat, baseline, uint8))
     if opt.layouts:
         layouts = layout_rows(opt)
         print(f"\nOutput layouts in int8 (onnxruntime; error: of decoded boxes and scores against the layout's fp32 file)")

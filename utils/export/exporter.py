@@ -16,6 +16,7 @@ images and are compared with float32 on N_HELD images of the other split.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ def _check_quantised(opts: ExportOptions, model) -> None:
     from utils.export.int8 import PER_CHANNEL_OPSET
 
     if not _quantised(model):
+        if opts.int8_activations == "uint8" and not opts.int8:
+            raise ValueError(f"--int8-activations {opts.int8_activations} writes an int8 file's activations: add --int8 "
+                             f"(or export a --qat checkpoint)")
         return
     if opts.opset < PER_CHANNEL_OPSET:
         raise ValueError(f"{opts.weights}: a --qat model exports per-channel QDQ, which needs --opset {PER_CHANNEL_OPSET} or "
@@ -165,7 +169,7 @@ def metadata(model, opts: ExportOptions, fmt, letterbox: str) -> dict:
     if opts.nms is not None:
         meta["nms"] = opts.nms.metadata()
     if _quantised(model):
-        meta["quantization"] = model.describe()
+        meta["quantization"] = model.describe() + (", activations as uint8" if opts.int8_activations == "uint8" else "")
     return meta
 
 
@@ -178,6 +182,10 @@ def _onnx(job: _Job) -> dict:
     t0 = time.perf_counter()
     export_onnx(job.wrapped, job.im, path, opset=opts.opset, output_names=job.wrapped.format.names,
                 dynamic=opts.dynamic, layout=opts.layout, simplify=opts.simplify, metadata=job.meta)
+    if _quantised(job.model) and opts.int8_activations == "uint8":
+        from utils.quant.uint8_activations import write_uint8_activations
+
+        LOGGER.info(f"ONNX: {write_uint8_activations(path)} activation grids rewritten as uint8 (the same arithmetic)")
     LOGGER.info(f"ONNX: {path} written in {time.perf_counter() - t0:.1f} s (opset {opts.opset}"
                 + (", simplified" if opts.simplify else "") + ")")
     check = verify_onnx(path, job.wrapped, job.im, reference=job.model, dynamic=opts.dynamic,
@@ -248,9 +256,11 @@ def _int8(job: _Job, calib: np.ndarray, held: np.ndarray, source: str) -> dict:
 
     path = job.onnx_path
     t0 = time.perf_counter()
-    int8_path = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"), calib, batch_size=job.batch)
+    activations = job.opts.int8_activations
+    int8_path = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"), calib, batch_size=job.batch,
+                              activations=activations)
     LOGGER.info(f"int8: {int8_path} written in {time.perf_counter() - t0:.1f} s (QDQ, per-channel int8 weights, "
-                f"int8 activations, MinMax over {len(calib)} images)")
+                f"{activations} activations, MinMax over {len(calib)} images)")
     comparison = compare_int8(path, int8_path, held, job.wrapped.format, batch_size=job.batch)
     comparison.source = source
     LOGGER.info(comparison.text())
@@ -261,13 +271,15 @@ def _int8(job: _Job, calib: np.ndarray, held: np.ndarray, source: str) -> dict:
 
 def _sensitivity(job: _Job, calib: np.ndarray, held: np.ndarray) -> dict:
     """Per-layer-group int8 sensitivity in onnxruntime, the recommended hybrid, and its terms for each toolchain."""
+    from utils.export.int8 import quantize_int8
     from utils.quant.layer_groups import describe_rows
     from utils.quant.sensitivity import Judge, analyse_sensitivity
 
     path = job.onnx_path
     job.judge = Judge(path, job.opts.images.data, job.opts.img_size[0], held, letterbox=job.letterbox)
     report = analyse_sensitivity(path, calib, job.judge, path.parent, budget=job.opts.hybrid_budget,
-                                 describe=describe_rows(job.model))
+                                 describe=describe_rows(job.model),
+                                 quantize=functools.partial(quantize_int8, activations=job.opts.int8_activations))
     LOGGER.info(report.text())
     out = {"sensitivity": report, **_write_sensitivity(job, report)}
     if report.hybrid is not None:

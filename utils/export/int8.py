@@ -31,6 +31,7 @@ import numpy as np
 from utils.data.augment import letterbox
 from utils.export.compare import TOP_K, Agreement, batches, cosine, detection_agreement, detections, max_abs, max_diff
 from utils.quant.decode_tail import decode_nodes
+from utils.quant.uint8_activations import ACTIVATION_DTYPES, to_uint8_activations
 
 LOGGER = logging.getLogger("yolox5.export")
 
@@ -87,7 +88,7 @@ class _QuietPreprocessHint(logging.Filter):
 
 def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: int = 1, per_channel: bool = True,
                   exclude: Sequence[str] = (), only: Sequence[str] | None = None, calibration_cache=None,
-                  float_decode: bool = True) -> Path:
+                  float_decode: bool = True, activations: str = "int8") -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path.
 
     exclude: ONNX node names kept in float (onnxruntime's ``nodes_to_exclude``); only: quantise these nodes
@@ -95,7 +96,8 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
     (utils/quant/decode_tail.py: quantised, it crushes the scores of the split and decoded layouts).
     calibration_cache: a JSON file of the calibrated ranges, written by the first call and read by later
     ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one model calibrate once; older
-    onnxruntime calibrates every call on ``images``."""
+    onnxruntime calibrates every call on ``images``. activations: "uint8" rewrites the activation grids as uint8
+    (utils/quant/uint8_activations.py: the same arithmetic, onnxruntime's fast kernels on x86)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
@@ -108,6 +110,8 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
 
     import onnx
 
+    if activations not in ACTIVATION_DTYPES:
+        raise ValueError(f"int8: activations must be one of {ACTIVATION_DTYPES}, got {activations!r}")
     model = onnx.load(str(fp32_path))
     input_name = model.graph.input[0].name
     decoding = decode_nodes(model) if float_decode else []
@@ -145,6 +149,9 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
         what += f", {len(chosen)} more nodes kept in float"
     if only is not None:
         what += f", only {len(only)} nodes quantised"
+    if activations == "uint8":
+        to_uint8_activations(quantized)
+        what += ", activations as uint8"
     quantized.metadata_props.add(key="quantization", value=what)
     onnx.save(quantized, str(int8_path))
     return int8_path

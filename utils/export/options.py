@@ -14,6 +14,7 @@ from utils.export.nms_graph import NMS_DEFAULTS, check_nms_args
 from utils.export.onnx_file import DYNAMIC_AXES, check_opset
 from utils.export.rewrite import FOCUS_MODES
 from utils.quant.sensitivity import DEFAULT_BUDGET
+from utils.quant.uint8_activations import ACTIVATION_DTYPES
 
 INCLUDE = ("onnx", "torchscript", "openvino", "rknn")
 CONVERTED = ("openvino", "rknn")  # converted from the verified ONNX file, so it is written for them too
@@ -67,6 +68,7 @@ class ExportOptions:
     int8: bool = False                 # also int8 models, calibrated on ``images``
     sensitivity: bool = False          # with int8: per-layer-group sensitivity and the hybrid it recommends
     hybrid_budget: float = DEFAULT_BUDGET  # mAP50-95 the recommended hybrid may lose against float
+    int8_activations: str = ACTIVATION_DTYPES[0]  # uint8: the same grid shifted, onnxruntime's fast x86 kernels
     images: DatasetImages | None = None
     rknn_platform: str = "rk3588"
     device: str = "cpu"
@@ -123,6 +125,14 @@ class ExportOptions:
                              "and run NMS after it")
         if self.sensitivity:
             self._check_sensitivity()
+        if self.int8_activations not in ACTIVATION_DTYPES:
+            raise ValueError(f"--int8-activations must be one of {ACTIVATION_DTYPES}, got {self.int8_activations!r}")
+        if self.int8_activations != ACTIVATION_DTYPES[0] and "onnx" not in self.include:
+            raise ValueError(f"--int8-activations {self.int8_activations} rewrites the int8 ONNX file for onnxruntime: "
+                             f"add --include onnx")
+        if self.int8_activations != ACTIVATION_DTYPES[0] and self.converted:
+            raise ValueError(f"--int8-activations {self.int8_activations} is for onnxruntime on x86; "
+                             f"--include {self.converted[0]} reads the int8 file: export it separately")
         if self.int8 and "onnx" not in self.include and not self.converted:
             raise ValueError("--int8 quantises the ONNX file, the OpenVINO IR or the RKNN model: add --include onnx, "
                              "openvino or rknn")

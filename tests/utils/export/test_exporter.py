@@ -178,6 +178,10 @@ def test_int8(ckpts, tmp_path):
     ({"nms": True, "include": ("torchscript",)}, r"--nms is ONNX only"),
     ({"nms": True, "int8": True, "data": "x.yaml"}, r"--int8 with --nms would quantise the NMS tail"),
     ({"dynamic": ("width",)}, r"--dynamic takes batch and/or hw, got \['width'\]"),
+    ({"int8_activations": "uint8"}, r"--int8-activations uint8 writes an int8 file's activations: add --int8"),
+    ({"int8_activations": "int4"}, r"--int8-activations must be one of \('int8', 'uint8'\), got 'int4'"),
+    ({"int8_activations": "uint8", "int8": True, "data": "x.yaml", "include": ("onnx", "openvino")},
+     r"--int8-activations uint8 is for onnxruntime on x86; --include openvino reads the int8 file"),
 ])
 def test_option_errors(ckpts, tmp_path, kwargs, message):
     path, _ = ckpts["yoloxn"]

@@ -54,6 +54,30 @@ def test_qdq_file_as_written_equals_the_qat_model(qat_export):
     torch.testing.assert_close(got[..., :4], want[..., :4], rtol=1e-5, atol=1e-3)
 
 
+def test_uint8_activations_export_computes_the_same(qat_export, tmp_path):
+    """export.py --int8-activations uint8 of the QAT checkpoint: the same file as written, bit for bit, with
+    uint8 activation grids, which onnxruntime fuses into its int8 kernels (every conv of yoloxn)."""
+    import onnxruntime as ort
+
+    from utils.export.onnx_file import read_metadata
+    from utils.infer.backends import load_weights
+
+    path, _, _ = qat_export
+    results = export.run(weights=str(path.with_suffix(".pt")), img_size=SIZE, opset=13, deploy=True, report=False,
+                         int8_activations="uint8", output=tmp_path / "u8.onnx")
+    uint8 = onnx.load(str(results["onnx"]))
+    assert "activations as uint8" in read_metadata(uint8)["quantization"]
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)) * 255
+    want, got = (load_weights(f, imgsz=SIZE, qdq_exact=True)[0](x) for f in (path, results["onnx"]))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(results["onnx"]), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node]
+    assert "Conv" not in ops and ops.count("QLinearConv") == sum(n.op_type == "Conv" for n in uint8.graph.node)
+
+
 def test_openvino_reads_the_qat_file_as_fakequantize(qat_export, tmp_path):
     pytest.importorskip("openvino", reason="openvino not installed (pip install openvino nncf)")
     import openvino as ov

@@ -3,9 +3,9 @@
 onnxruntime's x86 CPU kernels fuse DequantizeLinear -> Conv -> QuantizeLinear into one int8 QLinearConv for
 uint8 activations (u8 x s8, ``vpmaddubsw``/VNNI); with int8 activations most convs stay float Convs between
 Q/DQ pairs (yoloxs_rslu at 256 px, one AVX2 core: 61 of 83 convs unfused, 0.87x the float file's speed;
-rewritten, all 83 fused, 1.87x). Its documentation: "On x86-64 machines with AVX2 and AVX512 extensions,
-ORT uses VPMADDUBSW instruction for U8S8". TensorRT reads int8 activations only (zero point 0), so the
-rewrite is a choice for onnxruntime on x86 (export.py ``--int8-activations uint8``), not the default.
+rewritten, all 83 fused, 1.87x); onnxruntime's quantisation guide names U8S8 as the x86 (AVX2, AVX-512)
+fast path. TensorRT reads int8 activations only (zero point 0), so the rewrite is a choice for onnxruntime
+on x86 (export.py ``--int8-activations uint8``), not the default.
 
 For an activation on an int8 grid (scale s, zero point z): QuantizeLinear gives q = clamp(round(x / s) + z,
 -128, 127); on the uint8 grid with zero point z + 128 it gives q + 128, and DequantizeLinear's (q - z) * s

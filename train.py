@@ -25,6 +25,7 @@ DEMO_DEFAULTS = {"cfg": "models/yoloxn_dense.yaml", "epochs": 24, "imgsz": 256, 
                  "hyp": "data/hyps/hyp.demo.yaml"}
 DEFAULTS = {"cfg": "models/yoloxs.yaml", "epochs": 100, "imgsz": 640, "batch_size": 16,
             "hyp": "data/hyps/hyp.scratch.yolox.yaml"}
+QAT_HYP = "data/hyps/hyp.qat.yaml"  # --qat without --hyp: a gentle fine-tune (its header has the measurements)
 
 
 def parse_opt(argv=None):
@@ -40,8 +41,8 @@ def parse_opt(argv=None):
     p.add_argument("--qat-target", default="qdq", choices=sorted(SCHEMES),
                    help="the 8-bit scheme to emulate: " + "; ".join(f"{k}: {v.toolchains}" for k, v in sorted(SCHEMES.items())))
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
-    p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.demo.yaml on the demo set, "
-                                               "hyp.scratch.yolox.yaml otherwise)")
+    p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.qat.yaml with --qat, else "
+                                               "hyp.demo.yaml on the demo set, hyp.scratch.yolox.yaml otherwise)")
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--batch-size", type=positive_int, default=None, help="total batch size over all processes")
     p.add_argument("--img-size", "--imgsz", "--img", dest="imgsz", type=positive_int, default=None,
@@ -88,7 +89,10 @@ def parse_opt(argv=None):
 
 
 def apply_defaults(opt):
-    """Unset options take the demo set's small defaults when training on it, YOLOv5's otherwise."""
+    """Unset options take the demo set's small defaults when training on it, YOLOv5's otherwise; --qat's hyp is
+    QAT_HYP on any data."""
+    if opt.qat and opt.hyp is None:
+        opt.hyp = QAT_HYP
     demo = False
     if not opt.resume:
         try:

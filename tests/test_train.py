@@ -100,6 +100,22 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
             torch.testing.assert_close(resumed[part][k], v, rtol=1e-5, atol=1e-6, msg=lambda m: f"{part}.{k}: {m}")
 
 
+@pytest.mark.parametrize("data", ["data/demo.yaml", "coco.yaml"])
+def test_qat_takes_its_gentle_hyp_unless_given_one(data):
+    """--qat without --hyp fine-tunes with data/hyps/hyp.qat.yaml on any data (a valid hyp file: no warm-up,
+    no mosaic, at most a hundredth of hyp.demo's lr); a --hyp given wins."""
+    import train
+    from utils.config import load_hyp
+
+    opt = train.apply_defaults(train.parse_opt(["--weights", "w.pt", "--qat", "--data", data]))
+    assert opt.hyp == train.QAT_HYP
+    hyp = load_hyp(str(ROOT / opt.hyp))
+    demo = load_hyp(str(ROOT / "data" / "hyps" / "hyp.demo.yaml"))
+    assert hyp["mosaic"] == hyp["warmup_epochs"] == hyp["no_aug_epochs"] == 0 and hyp["lr0"] <= demo["lr0"] / 100
+    given = train.apply_defaults(train.parse_opt(["--weights", "w.pt", "--qat", "--data", data, "--hyp", "mine.yaml"]))
+    assert given.hyp == "mine.yaml"
+
+
 def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_path):
     """train.py --qat from a float checkpoint (its YAML, no --cfg): the folded, fake-quantised model trains;
     an interrupted run resumes to the same weights and activation ranges; last.pt loads as that model."""

@@ -32,6 +32,7 @@ import logging
 from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.cli import fraction, positive_int, run_reporting_user_errors
 from utils.export.options import INCLUDE, DatasetImages, ExportOptions, NmsOptions
+from utils.export.int8 import CALIB_METHODS, CALIB_PERCENTILE
 from utils.export.rewrite import FOCUS_MODES
 from utils.quant.uint8_activations import ACTIVATION_DTYPES
 
@@ -81,6 +82,9 @@ def parse_opt(argv=None):
                    help="int8 ONNX (--int8, or a --qat checkpoint): uint8 writes the same activation grids shifted "
                         "by 128 (identical arithmetic), which onnxruntime fuses into its fast int8 kernels on x86; "
                         "int8 (default) is what TensorRT, OpenVINO and the NPU toolchains read")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default=D.calib_method,
+                   help="--int8 ONNX: each activation's range from the calibration images' min/max, or their "
+                        f"{CALIB_PERCENTILE}th percentile (clips outliers for a finer grid)")
     p.add_argument("--data", default=None, help="dataset yaml with the calibration images (--int8)")
     p.add_argument("--calib-images", type=positive_int, default=DatasetImages.calibration,
                    help="--int8: number of calibration images")

@@ -256,11 +256,11 @@ def _int8(job: _Job, calib: np.ndarray, held: np.ndarray, source: str) -> dict:
 
     path = job.onnx_path
     t0 = time.perf_counter()
-    activations = job.opts.int8_activations
+    opts = job.opts
     int8_path = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"), calib, batch_size=job.batch,
-                              activations=activations)
+                              activations=opts.int8_activations, calib_method=opts.calib_method)
     LOGGER.info(f"int8: {int8_path} written in {time.perf_counter() - t0:.1f} s (QDQ, per-channel int8 weights, "
-                f"{activations} activations, MinMax over {len(calib)} images)")
+                f"{opts.int8_activations} activations, {opts.calib_method} ranges over {len(calib)} images)")
     comparison = compare_int8(path, int8_path, held, job.wrapped.format, batch_size=job.batch)
     comparison.source = source
     LOGGER.info(comparison.text())
@@ -279,7 +279,8 @@ def _sensitivity(job: _Job, calib: np.ndarray, held: np.ndarray) -> dict:
     job.judge = Judge(path, job.opts.images.data, job.opts.img_size[0], held, letterbox=job.letterbox)
     report = analyse_sensitivity(path, calib, job.judge, path.parent, budget=job.opts.hybrid_budget,
                                  describe=describe_rows(job.model),
-                                 quantize=functools.partial(quantize_int8, activations=job.opts.int8_activations))
+                                 quantize=functools.partial(quantize_int8, activations=job.opts.int8_activations,
+                                                            calib_method=job.opts.calib_method))
     LOGGER.info(report.text())
     out = {"sensitivity": report, **_write_sensitivity(job, report)}
     if report.hybrid is not None:

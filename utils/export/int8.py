@@ -9,7 +9,7 @@ Calibration uses N images of the dataset, letterboxed exactly as the model sees 
 float, no normalisation), not random noise: activation ranges come from real data. Quantisation is
 onnxruntime's ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear pairs around each
 op, the form NPU converters and TensorRT read), int8 weights per output channel, int8 activations,
-MinMax calibration; per-channel QDQ needs opset 13, so a file of a lower opset is converted for
+MinMax calibration (or the 99.99th percentile of |x|, ``calib_method="percentile"``); per-channel QDQ needs opset 13, so a file of a lower opset is converted for
 quantisation (the float32 file keeps its opset). The head's decoding in the graph (split and decoded
 layouts) stays in float: quantised, it gives box pixels and probabilities one 8-bit scale and the scores
 round to zero (utils/quant/decode_tail.py). The report compares int8 with fp32 on held images: per output
@@ -34,6 +34,11 @@ from utils.quant.decode_tail import decode_nodes
 from utils.quant.uint8_activations import ACTIVATION_DTYPES, to_uint8_activations
 
 LOGGER = logging.getLogger("yolox5.export")
+# export.py --calib-method: how each activation's range comes from the calibration images. MinMax keeps every
+# outlier; the percentile clips the rarest values for a finer grid (yoloxn on the demo set, QDQ as written,
+# mAP50-95: fp32 0.381, MinMax 0.305, percentile 99.999 0.338, 99.99 0.364; onnxruntime's Entropy 0.305).
+CALIB_METHODS = ("minmax", "percentile")
+CALIB_PERCENTILE = 99.99
 
 
 def calibration_images(data, n: int, imgsz: tuple[int, int], letterbox_mode: str = "center",
@@ -88,7 +93,7 @@ class _QuietPreprocessHint(logging.Filter):
 
 def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: int = 1, per_channel: bool = True,
                   exclude: Sequence[str] = (), only: Sequence[str] | None = None, calibration_cache=None,
-                  float_decode: bool = True, activations: str = "int8") -> Path:
+                  float_decode: bool = True, activations: str = "int8", calib_method: str = "minmax") -> Path:
     """Static QDQ quantisation of ``fp32_path`` calibrated on ``images`` [n, 3, H, W]; returns int8_path.
 
     exclude: ONNX node names kept in float (onnxruntime's ``nodes_to_exclude``); only: quantise these nodes
@@ -96,7 +101,7 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
     (utils/quant/decode_tail.py: quantised, it crushes the scores of the split and decoded layouts).
     calibration_cache: a JSON file of the calibrated ranges, written by the first call and read by later
     ones (onnxruntime >= 1.23; then ``images`` may be None), so variants of one model calibrate once; older
-    onnxruntime calibrates every call on ``images``. activations: "uint8" rewrites the activation grids as uint8
+    onnxruntime calibrates every call on ``images``. calib_method: one of CALIB_METHODS. activations: "uint8" rewrites the activation grids as uint8
     (utils/quant/uint8_activations.py: the same arithmetic, onnxruntime's fast kernels on x86)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -112,6 +117,9 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
 
     if activations not in ACTIVATION_DTYPES:
         raise ValueError(f"int8: activations must be one of {ACTIVATION_DTYPES}, got {activations!r}")
+    if calib_method not in CALIB_METHODS:
+        raise ValueError(f"int8: calib_method must be one of {CALIB_METHODS}, got {calib_method!r}")
+    percentile = calib_method == "percentile"
     model = onnx.load(str(fp32_path))
     input_name = model.graph.input[0].name
     decoding = decode_nodes(model) if float_decode else []
@@ -133,7 +141,9 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
     try:
         quantize_static(source, str(int8_path), None if cached else _Reader(input_name), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude) or None,
+                        calibrate_method=CalibrationMethod.Percentile if percentile else CalibrationMethod.MinMax,
+                        extra_options={"CalibPercentile": CALIB_PERCENTILE} if percentile else None,
+                        nodes_to_exclude=list(exclude) or None,
                         nodes_to_quantize=list(only) if only is not None else None, **cache)
     finally:
         logging.getLogger().removeFilter(quiet)
@@ -142,7 +152,8 @@ def quantize_int8(fp32_path, int8_path, images: np.ndarray | None, batch_size: i
     for p in model.metadata_props:
         quantized.metadata_props.add(key=p.key, value=p.value)
     ranges = f"ranges from {Path(calibration_cache).name}" if cached else f"{len(images)} calibration images"
-    what = f"int8 QDQ (onnxruntime quantize_static, MinMax, {ranges})"
+    method = f"percentile {CALIB_PERCENTILE}" if percentile else "MinMax"
+    what = f"int8 QDQ (onnxruntime quantize_static, {method}, {ranges})"
     if decoding:
         what += f", decoding ({len(decoding)} nodes) in float"
     if chosen:

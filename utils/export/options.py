@@ -12,6 +12,7 @@ from pathlib import Path
 from utils.infer.outputs import DEPLOY_LAYOUTS
 from utils.export.nms_graph import NMS_DEFAULTS, check_nms_args
 from utils.export.onnx_file import DYNAMIC_AXES, check_opset
+from utils.export.int8 import CALIB_METHODS
 from utils.export.rewrite import FOCUS_MODES
 from utils.quant.sensitivity import DEFAULT_BUDGET
 from utils.quant.uint8_activations import ACTIVATION_DTYPES
@@ -69,6 +70,7 @@ class ExportOptions:
     sensitivity: bool = False          # with int8: per-layer-group sensitivity and the hybrid it recommends
     hybrid_budget: float = DEFAULT_BUDGET  # mAP50-95 the recommended hybrid may lose against float
     int8_activations: str = ACTIVATION_DTYPES[0]  # uint8: the same grid shifted, onnxruntime's fast x86 kernels
+    calib_method: str = CALIB_METHODS[0]  # int8 ONNX: each activation's range from the images' min/max or percentile
     images: DatasetImages | None = None
     rknn_platform: str = "rk3588"
     device: str = "cpu"
@@ -125,6 +127,10 @@ class ExportOptions:
                              "and run NMS after it")
         if self.sensitivity:
             self._check_sensitivity()
+        if self.calib_method not in CALIB_METHODS:
+            raise ValueError(f"--calib-method must be one of {CALIB_METHODS}, got {self.calib_method!r}")
+        if self.calib_method != CALIB_METHODS[0] and not self.int8:
+            raise ValueError(f"--calib-method {self.calib_method} calibrates post-training int8: add --int8 (and --data)")
         if self.int8_activations not in ACTIVATION_DTYPES:
             raise ValueError(f"--int8-activations must be one of {ACTIVATION_DTYPES}, got {self.int8_activations!r}")
         if self.int8_activations != ACTIVATION_DTYPES[0] and "onnx" not in self.include:

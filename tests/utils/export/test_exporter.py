@@ -179,6 +179,8 @@ def test_int8(ckpts, tmp_path):
     ({"nms": True, "int8": True, "data": "x.yaml"}, r"--int8 with --nms would quantise the NMS tail"),
     ({"dynamic": ("width",)}, r"--dynamic takes batch and/or hw, got \['width'\]"),
     ({"int8_activations": "uint8"}, r"--int8-activations uint8 writes an int8 file's activations: add --int8"),
+    ({"calib_method": "percentile"}, r"--calib-method percentile calibrates post-training int8: add --int8"),
+    ({"calib_method": "entropy", "int8": True, "data": "x.yaml"}, r"--calib-method must be one of \('minmax', 'percentile'\)"),
     ({"int8_activations": "int4"}, r"--int8-activations must be one of \('int8', 'uint8'\), got 'int4'"),
     ({"int8_activations": "uint8", "int8": True, "data": "x.yaml", "include": ("onnx", "openvino")},
      r"--int8-activations uint8 is for onnxruntime on x86; --include openvino reads the int8 file"),

@@ -28,6 +28,7 @@ import importlib.util
 from pathlib import Path
 
 from benchmarks import load_average
+from utils.export.int8 import CALIB_METHODS
 from utils.infer.outputs import DEPLOY_LAYOUTS
 
 TOOLCHAINS = {"openvino": "nncf", "rknn": "rknn.api"}  # --include name: the module that must import
@@ -52,15 +53,13 @@ def ptq(opt, toolchains: list[str]):
     out.parent.mkdir(parents=True, exist_ok=True)
     results = export.run(weights=opt.weights, deploy=True, include=("onnx", *toolchains), img_size=opt.img_size,
                          opset=13, int8=True, sensitivity=True, data=opt.data, calib_images=opt.calib_images,
-                         hybrid_budget=opt.budget, output=out, report=False)
+                         calib_method=opt.calib_method, hybrid_budget=opt.budget, output=out, report=False)
     return results["sensitivity"], results
 
 
 def qat_rows(opt, toolchains: list[str]) -> dict:
     """{toolchain: (Measure, latency ms or None)} of the QAT checkpoint's exported models."""
     import export
-    from utils.export.exporter import N_HELD
-    from utils.export.int8 import calibration_images
     from utils.infer.backends import DecodedRunner
     from utils.infer.outputs import OutputFormat
     from utils.quant.sensitivity import Judge, latency_ms, median_ms
@@ -70,7 +69,7 @@ def qat_rows(opt, toolchains: list[str]) -> dict:
     results = export.run(weights=opt.qat_weights, deploy=True, include=("onnx", *[t for t in toolchains if t != "rknn"]),
                          img_size=opt.img_size, opset=13, data=opt.data, output=out, report=False)
     onnx_path = results["onnx"]
-    held = calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+    held = _held(opt)
     judge = Judge(onnx_path, opt.data, opt.img_size, held)
     image = held[:1]
     rows = {"onnxruntime, QDQ as written": (judge(onnx_path), None),
@@ -94,6 +93,14 @@ def qat_rows(opt, toolchains: list[str]) -> dict:
     return rows
 
 
+def _held(opt):
+    """The held-out val images every measure compares outputs on (as export.py's int8 check takes them)."""
+    from utils.export.exporter import N_HELD
+    from utils.export.int8 import calibration_images
+
+    return calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+
+
 def _qat_onnx(opt) -> Path:
     return Path(opt.out) / "qat" / "model.onnx"
 
@@ -103,12 +110,10 @@ def uint8_rows(opt, files: dict) -> dict:
     uint8 (utils/quant/uint8_activations.py), through onnxruntime's int8 kernels."""
     import shutil
 
-    from utils.export.exporter import N_HELD
-    from utils.export.int8 import calibration_images
     from utils.quant.sensitivity import Judge, latency_ms
     from utils.quant.uint8_activations import write_uint8_activations
 
-    held = calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+    held = _held(opt)
     judge, rows = None, {}
     for column, path in files.items():
         if path is None:
@@ -127,15 +132,13 @@ def float_baseline(opt):
     converged, so its gain over the original fp32 mixes training with quantisation; the same fine-tune without
     fake quantisation separates them. Exported and judged as the fp32 file is."""
     import export
-    from utils.export.exporter import N_HELD
-    from utils.export.int8 import calibration_images
     from utils.quant.sensitivity import Judge
 
     out = Path(opt.out) / "float_baseline" / "model.onnx"
     out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = export.run(weights=opt.float_weights, deploy=True, include=("onnx",), img_size=opt.img_size, opset=13,
                       data=opt.data, output=out, report=False)["onnx"]
-    held = calibration_images(opt.data, N_HELD, (opt.img_size, opt.img_size), split="val", purpose="int8 check")
+    held = _held(opt)
     return Judge(fp32, opt.data, opt.img_size, held)(fp32)
 
 
@@ -146,13 +149,11 @@ def layout_rows(opt) -> dict:
     in int8 they share one scale (what a toolchain that quantises the whole graph does); export.py's int8 keeps
     it in float (utils/quant/decode_tail.py); per-level has no decoding in the graph."""
     import export
-    from utils.export.exporter import N_HELD
     from utils.export.int8 import calibration_images, quantize_int8
     from utils.quant.sensitivity import Judge
 
-    size = (opt.img_size, opt.img_size)
-    held = calibration_images(opt.data, N_HELD, size, split="val", purpose="int8 check")
-    calib = calibration_images(opt.data, opt.calib_images, size)
+    held = _held(opt)
+    calib = calibration_images(opt.data, opt.calib_images, (opt.img_size, opt.img_size))
     rows = {}
     for layout in opt.layouts:
         out = Path(opt.out) / "layouts" / layout / "model.onnx"
@@ -228,6 +229,7 @@ def main(argv=None):
     p.add_argument("--data", default="data/demo.yaml")
     p.add_argument("--img-size", type=int, default=256)
     p.add_argument("--calib-images", type=int, default=100)
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default=CALIB_METHODS[0], help="export.py --calib-method")
     p.add_argument("--budget", type=float, default=0.015)
     p.add_argument("--out", default="runs/bench_int8")
     p.add_argument("--layouts", nargs="*", default=None, choices=DEPLOY_LAYOUTS,

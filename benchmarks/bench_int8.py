@@ -161,8 +161,9 @@ def layout_rows(opt) -> dict:
         common = dict(deploy=True, deploy_outputs=layout, include=("onnx",), img_size=opt.img_size, opset=13,
                       data=opt.data, report=False)
         fp32 = export.run(weights=opt.weights, output=out, **common)["onnx"]
-        int8 = quantize_int8(fp32, out.with_name("model.int8.onnx"), calib)
-        whole = quantize_int8(fp32, out.with_name("model.all-int8.onnx"), calib, float_decode=False)
+        int8 = quantize_int8(fp32, out.with_name("model.int8.onnx"), calib, calib_method=opt.calib_method)
+        whole = quantize_int8(fp32, out.with_name("model.all-int8.onnx"), calib, float_decode=False,
+                              calib_method=opt.calib_method)
         judge = Judge(fp32, opt.data, opt.img_size, held)
         rows[layout] = [judge(fp32), judge(int8), judge(int8, kernels=True), judge(whole), None]
         if opt.qat_weights:

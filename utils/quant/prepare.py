@@ -165,12 +165,15 @@ def _swap_convs(model: nn.Module, head: nn.Module, scheme: QuantScheme) -> None:
 
 def _swap_head_activations(head: nn.Module, scheme: QuantScheme) -> None:
     """A head that owns stems and branches (YOLOXHead) quantises its activations as the traced layers do:
-    SiLU as Sigmoid and Mul; a conv block's ReLU-like activation fused, its conv's grid moved after it."""
+    SiLU as Sigmoid and Mul; a conv block's ReLU-like activation fused with its conv (the conv's grid moved
+    after it), or, behind a norm that does not fold (TOOD's GroupNorm), given a grid of its own."""
     for parent in list(head.modules()):
         conv, act = getattr(parent, "conv", None), getattr(parent, "act", None)
         if isinstance(conv, QuantConv2d) and conv.output is not None and isinstance(act, FUSED_ACTIVATIONS):
-            parent.act = nn.Sequential(act, conv.output)
-            conv.output = None
+            fused = all(isinstance(m, nn.Identity) for name, m in parent.named_children() if name not in ("conv", "act"))
+            parent.act = nn.Sequential(act, conv.output if fused else ActivationQuantizer(scheme))
+            if fused:
+                conv.output = None
         for name, child in list(parent.named_children()):
             if type(child) is nn.SiLU:
                 setattr(parent, name, QuantSiLU(scheme))

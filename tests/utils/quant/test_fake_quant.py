@@ -238,6 +238,26 @@ def test_a_head_with_stems_and_branches_is_quantised_like_the_body(act):
             assert diff <= step * 1.001, f"level {level} output {k}: max |diff| {diff:.3g} > one step {step:.3g}"
 
 
+def test_a_relu_behind_groupnorm_in_the_head_gets_its_own_grid():
+    """TOOD's ConvGN (conv, GroupNorm, ReLU): the GroupNorm does not fold, so the conv keeps its output grid
+    and the ReLU's output gets one of its own, which the next conv reads (its int32 bias)."""
+    from models.heads.tood import ConvGN
+
+    cfg = {"nc": 3, "depth_multiple": 1.0, "width_multiple": 0.125,
+           "backbone": [[-1, 1, "Conv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "C3", [128]],
+                        [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "Conv", [128, 3, 2]]],
+           "head": [[[2, 3, 4], 1, "TOODHead", ["nc", 1, {"stacked_convs": 2}]]]}
+    model = varied_model(cfg, nc=3, size=64)
+    qat = prepare_qat(model, SCHEMES["rknn"], torch.rand(1, 3, 64, 64) * 255)
+    blocks = [m for m in qat.detect.modules() if isinstance(m, ConvGN)]
+    assert blocks and all(b.conv.output is not None for b in blocks)
+    assert all(isinstance(b.act, torch.nn.Sequential) and isinstance(b.act[1], ActivationQuantizer)
+               and b.act[1] is not b.conv.output for b in blocks if isinstance(b.act[0], torch.nn.ReLU))
+    grids = {id(b.act[1]) for b in blocks if isinstance(b.act, torch.nn.Sequential)}
+    readers = [m for m in qat.detect.modules() if isinstance(m, QuantConv2d) and id(m.input_quantizer) in grids]
+    assert readers  # the convs after the inter convs read their grid
+
+
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
 def test_fake_quantize_is_quantizelinear_exactly_with_torchs_gradient(scheme):
     """Training and evaluation quantise as ONNX QuantizeLinear computes (x / scale, rounded half to even), so a

@@ -68,7 +68,9 @@ class ASFF(nn.Module):
         resized = [self._resize(x, i) for i, x in enumerate(xs[::-1])]  # coarsest first, as EasyCV
         logits = torch.cat([getattr(self, f"weight_level_{i}")(r) for i, r in enumerate(resized)], 1)
         weights = F.softmax(self.weight_levels(logits), dim=1).split(1, 1)  # levels x [B, 1, H, W]: one Split op
-        fused = sum(r * w for r, w in zip(resized, weights))
+        fused = resized[0] * weights[0]
+        for i in range(1, self.nl):  # indexed, not zipped: torch.fx (QAT) cannot iterate a traced split
+            fused = fused + resized[i] * weights[i]
         return self.expand(fused)
 
     def _resize(self, x: torch.Tensor, i: int) -> torch.Tensor:

@@ -13,7 +13,9 @@ Where the quantisers go (the layers up to the head are traced with torch.fx; ``Q
 - not after ReLU-like activations' producers: a conv (or add) feeding only a ReLU is fused with it,
   so the one grid is after the ReLU;
 - not after ops that move values without computing new ones (slices, reshapes, max pooling, nearest
-  upsampling): their outputs stay on their input's grid;
+  upsampling): their outputs stay on their input's grid, which is written again (the same scale and zero
+  point, ``SameGrid``) where such an output feeds an op that computes: toolchains fuse a conv, add or mul
+  into int8 only where every input comes from a DequantizeLinear (ASFF's max-pooled and upsampled levels);
 - inside the head (not traced), the outputs of its convs and its SiLUs (as Sigmoid and Mul); a head conv
   that reads a quantiser's output (a neck output, a head SiLU's, or a head conv's through a fused ReLU) is
   linked to that quantiser for its int32 bias, found by running one example.
@@ -35,6 +37,7 @@ FUSED_FUNCTIONS = (F.relu, torch.relu, F.relu6, F.leaky_relu, F.hardtanh)
 GRID_KEEPING_MODULES = (nn.MaxPool2d, nn.Upsample, nn.Identity, nn.Dropout, nn.Flatten, nn.ZeroPad2d)
 GRID_KEEPING_FUNCTIONS = (operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.chunk,
                           torch.split, torch.squeeze, torch.unsqueeze, F.max_pool2d, F.pad)
+VANISHING_MODULES = (nn.Identity, nn.Dropout)  # grid-keeping modules that leave no op in an exported file
 GRID_KEEPING_METHODS = ("reshape", "view", "permute", "transpose", "flatten", "contiguous", "chunk", "split",
                         "squeeze", "unsqueeze", "unflatten", "expand", "repeat")
 
@@ -86,6 +89,23 @@ class QuantSiLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mul(x * self.sigmoid(torch.sigmoid(x)))
+
+
+class SameGrid(nn.Module):
+    """An earlier quantiser's grid written again after an op that keeps it (max pooling, nearest resizing, a
+    slice): in training an identity (the values are on that grid already), in export Q/DQ with that
+    quantiser's scale and zero point, so the next op reads a DequantizeLinear. Holds no state of its own."""
+
+    def __init__(self, quantizer: ActivationQuantizer):
+        super().__init__()
+        self._source = (quantizer,)  # a tuple: not a submodule, so not in state_dict (old checkpoints load)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            return x
+        q = self._source[0]
+        scale, zero_point = q.grid()
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, q.scheme.qmin, q.scheme.qmax)
 
 
 class QATModel(nn.Module):
@@ -148,6 +168,7 @@ def prepare_qat(model: nn.Module, scheme: QuantScheme, example: torch.Tensor) ->
     body = fx.GraphModule(root, graph)
     ShapeProp(body).propagate(example)
     _insert_quantizers(body, scheme)
+    _repeat_kept_grids(body)
     _link_conv_inputs(body)
     qat = QATModel(body, model, scheme)
     _link_head_conv_inputs(qat, example)
@@ -204,18 +225,54 @@ def _insert_quantizers(gm: fx.GraphModule, scheme: QuantScheme) -> None:
     gm.recompile()
 
 
+def _repeat_kept_grids(gm: fx.GraphModule) -> None:
+    """Each grid-keeping node whose output an op that computes reads gets a SameGrid of the quantiser it
+    descends from, between the two (one per node, shared by its computing readers)."""
+    count = 0
+    for node in list(gm.graph.nodes):
+        if not _is_float_tensor(node) or _computes_values(gm, node) or node.op in ("placeholder", "output") \
+                or _is_quantizer(gm, node) or _is_same_grid(gm, node) or _is_quantized_silu(gm, node):
+            continue
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), VANISHING_MODULES):
+            continue  # no op in the exported file: its reader reads the DequantizeLinear before it
+        readers = [u for u in node.users if _computes_values(gm, u) or _is_quantized_silu(gm, u)]
+        grid = _grid_of(gm, node)
+        if not readers or grid is None:
+            continue
+        name = f"same_grid_{count}"
+        count += 1
+        gm.add_submodule(name, SameGrid(grid))
+        with gm.graph.inserting_after(node):
+            repeat = gm.graph.call_module(name, (node,))
+        for reader in readers:
+            reader.replace_input_with(node, repeat)
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _grid_of(gm: fx.GraphModule, node: fx.Node) -> ActivationQuantizer | None:
+    """The quantiser whose grid ``node``'s output is on (a quantised SiLU's is its Mul's), back through
+    grid-keeping ops; None where a float op or the graph's input comes first."""
+    while isinstance(node, fx.Node):
+        if _is_quantizer(gm, node):
+            return gm.get_submodule(node.target)
+        if _is_quantized_silu(gm, node):
+            return gm.get_submodule(node.target).mul
+        if _computes_values(gm, node) or node.op == "placeholder" or not node.args:
+            return None
+        node = node.args[0]
+    return None
+
+
 def _link_conv_inputs(gm: fx.GraphModule) -> None:
     """Each traced conv learns the quantiser whose grid its input is on (through grid-keeping ops such as
-    slices, max pooling and nearest upsampling), for its int32 bias."""
+    slices, max pooling and nearest upsampling; after a SiLU, its Mul's), for its int32 bias."""
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), QuantConv2d):
             continue
-        source = node.args[0]
-        while isinstance(source, fx.Node) and not _is_quantizer(gm, source) and not _computes_values(gm, source) \
-                and source.op != "placeholder" and source.args:
-            source = source.args[0]
-        if isinstance(source, fx.Node) and _is_quantizer(gm, source):
-            gm.get_submodule(node.target).link_input(gm.get_submodule(source.target))
+        grid = _grid_of(gm, node.args[0])
+        if grid is not None:
+            gm.get_submodule(node.target).link_input(grid)
 
 
 def _link_head_conv_inputs(qat: QATModel, example: torch.Tensor) -> None:
@@ -260,6 +317,14 @@ def _is_quantizer(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_module" and isinstance(gm.get_submodule(node.target), ActivationQuantizer)
 
 
+def _is_same_grid(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), SameGrid)
+
+
+def _is_quantized_silu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), QuantSiLU)
+
+
 def _replace_silu(gm: fx.GraphModule, node: fx.Node, scheme: QuantScheme) -> None:
     gm.add_submodule(node.target, QuantSiLU(scheme))  # same name: the graph node now calls the quantised SiLU
 
@@ -272,7 +337,7 @@ def _is_float_tensor(node: fx.Node) -> bool:
 def _computes_values(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
-        if isinstance(m, (ActivationQuantizer, QuantSiLU)) or isinstance(m, GRID_KEEPING_MODULES):
+        if isinstance(m, (ActivationQuantizer, QuantSiLU, SameGrid)) or isinstance(m, GRID_KEEPING_MODULES):
             return False
         return not (isinstance(m, nn.Upsample) and m.mode != "nearest")
     if node.op == "call_function":

@@ -13,7 +13,7 @@ from tests.support import tiny_detect_model, varied_model
 from utils.export.layouts import ExportModel
 from utils.quant.cpu_int8 import int8_kernels_saturate
 from utils.quant.fake_quant import SCHEMES, ActivationQuantizer, quantize_weight, weight_scales
-from utils.quant.prepare import QuantConv2d, QuantSiLU, prepare_qat
+from utils.quant.prepare import QuantConv2d, QuantSiLU, SameGrid, prepare_qat
 
 ort = pytest.importorskip("onnxruntime")
 # onnxruntime's fused int8 kernels equal the 8-bit arithmetic within their rounding only where int8 products
@@ -202,6 +202,9 @@ def test_yoloxn_qat_graph_quantises_what_a_toolchain_quantises():
     graph = onnx.load_from_string(model_bytes).graph
     unquantised = _unquantised_ops(graph)
     assert unquantised == [], f"ops whose outputs stay in float: {unquantised}"
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert not [n.name for n in graph.node if n.op_type == "QuantizeLinear" and producer.get(n.input[0]) ==
+                "DequantizeLinear"]  # one grid per tensor: no Q/DQ pair straight after another
     ops = {n.op_type for n in graph.node}
     assert not ops & {"Round", "ReduceMax", "Abs", "Div", "Cast"}  # scales and zero points are constants
     constants = {i.name for i in graph.initializer} | {n.output[0] for n in graph.node if n.op_type == "Constant"}
@@ -236,6 +239,27 @@ def test_a_head_with_stems_and_branches_is_quantised_like_the_body(act):
         for k, step in enumerate(_steps(qat.detect, level)):
             diff = np.abs(expected[3 * level + k] - got[3 * level + k]).max()
             assert diff <= step * 1.001, f"level {level} output {k}: max |diff| {diff:.3g} > one step {step:.3g}"
+
+
+@pytest.mark.parametrize("cfg", ["models/pai_yoloxs_asff.yaml", "models/pai_yoloxs_asff_sim.yaml"])
+def test_asff_necks_are_quantised_where_toolchains_fuse(cfg):
+    """ASFF fuses pyramid levels through max pooling, nearest upsampling, slices and a split of its softmax
+    weights: the traced neck quantises every op after them (their outputs written again on the grid they keep,
+    the same scale and zero point, so each conv, add and mul reads a DequantizeLinear), every bias is on its
+    input's grid, and onnxruntime runs the file. (The deep random RepVGG backbone flips near-ties of float
+    sums one step between torch and onnxruntime, which later layers grow: outputs are compared on trained
+    and shallower models, in test_qat_toolchains and above.)"""
+    model = varied_model(cfg, nc=3, size=64)
+    x = torch.rand(2, 3, 64, 64) * 255
+    qat = prepare_qat(model, SCHEMES["qdq"], x[:1])
+    assert sum(isinstance(m, SameGrid) for m in qat.body.modules()) > 0
+    qat.train()(x)
+    model_bytes = _onnx(ExportModel(qat.eval(), "per-level"), x)
+    graph = onnx.load_from_string(model_bytes).graph
+    assert _unquantised_ops(graph) == []
+    assert _biases_off_their_grid(graph) == []
+    assert _regrids_off_their_source(graph) == []
+    assert len(_ort(model_bytes, x)) == 9
 
 
 def test_a_relu_behind_groupnorm_in_the_head_gets_its_own_grid():
@@ -294,6 +318,49 @@ def test_fake_quantize_is_quantizelinear_exactly_with_torchs_gradient(scheme):
     assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_FakeQuantizeBackward"
 
 
+def _biases_off_their_grid(graph) -> list[str]:
+    """The Convs of a QDQ graph whose bias is not a whole multiple of input scale x weight scale (per output
+    channel), read from the file as a toolchain reads them: the DequantizeLinear before each input."""
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                      for n in graph.node if n.op_type == "Constant"})
+    producer = {o: n for n in graph.node for o in n.output}
+    off = []
+    for conv in (n for n in graph.node if n.op_type == "Conv" and len(n.input) == 3):
+        dq_x, dq_w = producer.get(conv.input[0]), producer.get(conv.input[1])
+        if dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear":
+            off.append(f"{conv.name} (input or weight not from a DequantizeLinear)")
+            continue
+        grid = constants[dq_x.input[1]].astype(np.float64) * constants[dq_w.input[1]].astype(np.float64)
+        k = constants[conv.input[2]].astype(np.float64) / grid
+        off_by = np.abs(k - k.round()) - 4e-7 * np.abs(k)  # float32 holds a bias of k steps to about k / 2^23
+        if off_by.max() > 1e-2:
+            off.append(f"{conv.name} (bias off its grid by {off_by.max():.2f} steps)")
+    return off
+
+
+GRID_KEEPING_OPS = ("MaxPool", "Resize", "Slice", "Split", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _regrids_off_their_source(graph) -> list[str]:
+    """The QuantizeLinears after a grid-keeping op (max pooling, nearest resizing, slices...) whose scale or zero
+    point differs from the DequantizeLinear that op reads: there the grid was written again, and must be the same."""
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                      for n in graph.node if n.op_type == "Constant"})
+    producer = {o: n for n in graph.node for o in n.output}
+    off = []
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        source = producer.get(q.input[0])
+        while source is not None and source.op_type in GRID_KEEPING_OPS:
+            source = producer.get(source.input[0])
+        if source is None or source.op_type != "DequantizeLinear" or producer.get(q.input[0]) is source:
+            continue
+        if any(not np.array_equal(constants[a], constants[b]) for a, b in zip(q.input[1:], source.input[1:])):
+            off.append(f"{q.name} after {producer[q.input[0]].op_type}")
+    return off
+
+
 def test_conv_bias_is_int32_on_the_input_times_weight_grid():
     """Toolchains hold a conv's bias in int32 at input scale x weight scale: every traced conv is linked to its
     input's quantiser (through slices and pooling), its bias lands on that grid, and where the input nearly
@@ -318,6 +385,10 @@ def test_conv_bias_is_int32_on_the_input_times_weight_grid():
         k = b / (conv.input_quantizer.grid()[0] * weight_scales(conv.weight))
         torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-3)
     assert not any("_input" in k for k in qat.state_dict())  # a link, not a parameter: checkpoints unchanged
+    # as a toolchain reads the file: the grid of each conv's input is the DequantizeLinear before it (after a
+    # SiLU, its Mul's), and every bias is a whole number of steps of it
+    graph = onnx.load_from_string(_onnx(ExportModel(qat, "per-level"), x[:1])).graph
+    assert _biases_off_their_grid(graph) == []
     tiny = quantize_bias(torch.tensor([1e3, -1e3, 0.5]), 1e-9, torch.tensor([1e-3, 1e-3, 1e-3]))
     assert tiny[0] == pytest.approx(BIAS_QMAX * 1e-12, rel=1e-6) and tiny[1] == pytest.approx(-(BIAS_QMAX + 1) * 1e-12, rel=1e-6)
     bias = torch.tensor([0.3], requires_grad=True)

@@ -28,6 +28,8 @@ class ModelEMA:
         for k, v in self.ema.state_dict().items():
             if v.dtype.is_floating_point:
                 v.mul_(d).add_(model_state[k].detach(), alpha=1 - d)
+            else:  # counters and flags follow the model: an averaged QAT range is observed once it is set
+                v.copy_(model_state[k])
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -15,6 +15,7 @@ import sys
 
 from utils.cli import non_negative_int, positive_int, run_reporting_user_errors
 from utils.config import choices
+from utils.quant.calibrate import QAT_RANGES
 from utils.quant.fake_quant import SCHEMES
 from utils.yaml_io import DATA_DIR, read_mapping
 
@@ -40,6 +41,9 @@ def parse_opt(argv=None):
                                                       "8-bit fake quantisation where --qat-target quantises")
     p.add_argument("--qat-target", default="qdq", choices=sorted(SCHEMES),
                    help="the 8-bit scheme to emulate: " + "; ".join(f"{k}: {v.toolchains}" for k, v in sorted(SCHEMES.items())))
+    p.add_argument("--qat-ranges", default=QAT_RANGES[0], choices=QAT_RANGES,
+                   help="activation ranges: minmax observed while training, or percentile: calibrated once on "
+                        "training images and held (long-tailed models such as yoloxn)")
     p.add_argument("--data", default="data/demo.yaml", help="dataset YAML")
     p.add_argument("--hyp", default=None, help="hyperparameters YAML (default: hyp.qat.yaml with --qat, else "
                                                "hyp.demo.yaml on the demo set, hyp.scratch.yolox.yaml otherwise)")
@@ -81,6 +85,8 @@ def parse_opt(argv=None):
         p.error("--qat fine-tunes a trained model: give its checkpoint with --weights")
     if opt.qat and opt.teacher:
         p.error("--qat and --teacher together are not supported: distil first, then fine-tune with --qat")
+    if opt.qat_ranges != QAT_RANGES[0] and not opt.qat:
+        p.error(f"--qat-ranges {opt.qat_ranges} sets the ranges of quantisation-aware training: add --qat")
     if opt.qat and opt.freeze != [0]:
         p.error("--qat trains the folded model as a whole: --freeze is not supported with it")
     if opt.freeze == [0]:

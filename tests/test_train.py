@@ -162,6 +162,38 @@ def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_p
     assert "rknn" in {p.key: p.value for p in exported.metadata_props}["quantization"]
 
 
+def test_qat_percentile_ranges_are_calibrated_once_and_held_through_resume(tiny_data, tmp_path):
+    """--qat-ranges percentile: the ranges are those fix_percentile_ranges sets on the export's calibration
+    images (the first 100 training images) and stay so through training and --resume."""
+    from utils.export.int8 import calibration_images
+    from utils.quant.calibrate import fix_percentile_ranges
+    from utils.quant.fake_quant import SCHEMES
+    from utils.quant.prepare import prepare_qat
+
+    r = run_train(train_args(tiny_data, tmp_path, "float", epochs=1) + ["--noval", "--noplots"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    start = tmp_path / "float" / "weights" / "last.pt"
+    args = train_args(tiny_data, tmp_path, "qat", epochs=2) + ["--save-period", "1", "--noval", "--noplots",
+                                                              "--weights", str(start), "--qat", "--qat-ranges", "percentile"]
+    r = run_train(args, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "activation ranges at the 99.99 percentile of" in r.stdout + r.stderr
+    weights = tmp_path / "qat" / "weights"
+    ranges = lambda ckpt: {k: v for k, v in ckpt["model"].items() if k.endswith((".lo", ".hi"))}  # noqa: E731
+    straight, first = (torch.load(weights / f, weights_only=True) for f in ("last.pt", "epoch0.pt"))
+    assert ranges(straight) and all(torch.equal(v, ranges(first)[k]) for k, v in ranges(straight).items())
+    reference = prepare_qat(load_model(start), SCHEMES["qdq"], torch.zeros(1, 3, 64, 64))
+    fix_percentile_ranges(reference, calibration_images(str(tiny_data), 100, (64, 64)))
+    want = {k: v for k, v in reference.state_dict().items() if k.endswith((".lo", ".hi"))}
+    assert want.keys() == ranges(straight).keys()
+    for k, v in want.items():
+        torch.testing.assert_close(ranges(straight)[k], v, rtol=1e-5, atol=1e-5, msg=lambda m: f"{k}: {m}")
+    r = run_train(["--resume", str(weights / "epoch0.pt"), "--workers", "0"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    resumed = torch.load(weights / "last.pt", weights_only=True)
+    assert all(torch.equal(v, ranges(resumed)[k]) for k, v in ranges(straight).items())
+
+
 @pytest.mark.parametrize("cfg, mode", [("models/yoloxn.yaml", None),
                                        ("models/damoyolo_t.yaml", None),  # DAMO's loss all-reduces
                                        ("models/yoloxn.yaml", "distil"),  # the align convs are a second DDP module

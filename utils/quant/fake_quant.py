@@ -66,10 +66,11 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("lo", torch.tensor(0.0))
         self.register_buffer("hi", torch.tensor(0.0))
         self.register_buffer("initialised", torch.tensor(False))
+        self.observing = True  # False: training holds the range (calibrated ranges, utils/quant/calibrate.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exporting = torch.jit.is_tracing()
-        if not exporting and (self.training or not bool(self.initialised)):
+        if not exporting and ((self.training and self.observing) or not bool(self.initialised)):
             self._observe(x.detach())
         if exporting or not self.training:  # a fixed grid: plain numbers, constants in an exported graph
             scale, zero_point = self.grid()

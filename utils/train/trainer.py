@@ -35,6 +35,9 @@ from utils.eval.metrics import fitness
 from utils.loss import build_loss
 from utils.loss.distill import FINAL_WEIGHT, ChannelDistillation, distill_weight
 from utils.quant.fake_quant import SCHEMES
+from utils.export.int8 import CALIB_PERCENTILE, calibration_images
+from utils.export.options import DatasetImages
+from utils.quant.calibrate import QAT_RANGES, fix_percentile_ranges, hold_ranges
 from utils.quant.prepare import prepare_qat
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
@@ -94,6 +97,8 @@ class Trainer:
         self.names = ["item"] if opt.single_cls else self.data["names"]
         self._build_model()
         self._build_data()
+        self._set_qat_ranges()
+        self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
         self._build_optimizer()
         self._restore_state()
         self._wrap_ddp()
@@ -164,7 +169,6 @@ class Trainer:
         elif opt.sync_bn and self.main:  # SyncBatchNorm runs on CUDA only, and syncs nothing in one process
             LOGGER.warning("WARNING --sync-bn needs DDP on CUDA (torch.distributed.run with --device 0,1,...); "
                            "training with plain BatchNorm")
-        self.ema = ModelEMA(self.model, decay=self.hyp["ema_decay"]) if self.main else None
 
     def _quantisation_aware(self, model):
         """--qat: the model folded and fake-quantised as --qat-target's toolchains quantise (utils/quant)."""
@@ -177,6 +181,20 @@ class Trainer:
                         f"{convs} convs, {len(qat.quantizers())} activation quantisers "
                         f"({'symmetric' if scheme.symmetric else 'asymmetric'} [{scheme.qmin}, {scheme.qmax}])")
         return qat
+
+    def _set_qat_ranges(self):
+        """--qat-ranges percentile: the activation ranges calibrated once on training images (those export
+        calibrates PTQ on) and held while the weights train; on --resume they come from the checkpoint."""
+        if getattr(self.opt, "qat_ranges", QAT_RANGES[0]) != "percentile":
+            return
+        if self.resume_ckpt is None:
+            images = calibration_images(self.data, DatasetImages.calibration, (self.opt.imgsz, self.opt.imgsz),
+                                        purpose="QAT ranges")
+            n = fix_percentile_ranges(self.model, images)
+            if self.main:
+                LOGGER.info(f"QAT ranges: {n} activation ranges at the {CALIB_PERCENTILE} percentile of "
+                            f"{len(images)} training images, held while the weights train")
+        hold_ranges(self.model)
 
     def _build_distillation(self):
         """--teacher: the frozen teacher and the align convs of DAMO's channel-wise distillation."""

@@ -42,8 +42,8 @@ def fix_percentile_ranges(qat: torch.nn.Module, images: np.ndarray, percentile: 
     device = next(qat.parameters()).device
     was_training = qat.training
     hooks = [q.register_forward_hook(observe_and_pass) for q in quantizers]
-    for q in quantizers:
-        q.initialised.fill_(True)  # no observing inside the quantiser while calibrating
+    for q in quantizers:  # the first batch's min / max: the grid a conv's int32 bias takes meanwhile (on a
+        q.initialised.fill_(False)  # range of zero it would saturate)
     try:
         with torch.no_grad():
             qat.eval()

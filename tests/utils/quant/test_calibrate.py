@@ -8,7 +8,7 @@ import torch
 from tests.support import tiny_detect_model
 from utils.quant.calibrate import _percentile_range, fix_percentile_ranges, hold_ranges
 from utils.quant.fake_quant import SCHEMES, ActivationQuantizer
-from utils.quant.prepare import prepare_qat
+from utils.quant.prepare import QuantConv2d, prepare_qat
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -38,10 +38,12 @@ def test_each_range_is_set_from_unquantised_activations_and_held(scheme):
     qat = prepare_qat(tiny_detect_model(3).eval(), SCHEMES[scheme], torch.zeros(1, 3, 64, 64))
     reference = copy.deepcopy(qat).eval()
     seen = {}
-    for name, q in reference.named_modules():
-        if isinstance(q, ActivationQuantizer):
-            q.forward = lambda x: x  # no quantisation anywhere: what each quantiser reads in float
-            q.register_forward_hook(lambda m, args, _, name=name: seen.__setitem__(name, args[0].detach()))
+    for name, m in reference.named_modules():
+        if isinstance(m, ActivationQuantizer):
+            m.forward = lambda x: x  # no quantisation anywhere: what each quantiser reads in float
+            m.register_forward_hook(lambda m, args, _, name=name: seen.__setitem__(name, args[0].detach()))
+        if isinstance(m, QuantConv2d):
+            m._input = ()  # float biases
     with torch.no_grad():
         reference(torch.from_numpy(images))
     n = fix_percentile_ranges(qat, images, percentile=100)
@@ -51,7 +53,8 @@ def test_each_range_is_set_from_unquantised_activations_and_held(scheme):
             x = seen[name]
             want = (-x.abs().max(), x.abs().max()) if SCHEMES[scheme].symmetric else (x.min(), x.max())
             got = (q.lo, q.hi) if x.min() < 0 or not SCHEMES[scheme].symmetric else (-q.hi, q.hi)
-            torch.testing.assert_close(torch.stack(got), torch.stack(want), msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(torch.stack(got), torch.stack(want), rtol=1e-4, atol=1e-4,
+                                       msg=lambda m: f"{name}: {m}")  # int32 biases meanwhile: within rounding
     held = [(q.lo.clone(), q.hi.clone()) for q in qat.quantizers()]
     qat.train()(torch.rand(2, 3, 64, 64) * 1000)  # other images, a wider range
     assert all(torch.equal(q.lo, lo) and torch.equal(q.hi, hi) for q, (lo, hi) in zip(qat.quantizers(), held))

@@ -318,13 +318,18 @@ def test_fake_quantize_is_quantizelinear_exactly_with_torchs_gradient(scheme):
     assert y.grad_fn is not None and type(y.grad_fn).__name__ == "_FakeQuantizeBackward"
 
 
-def _biases_off_their_grid(graph) -> list[str]:
-    """The Convs of a QDQ graph whose bias is not a whole multiple of input scale x weight scale (per output
-    channel), read from the file as a toolchain reads them: the DequantizeLinear before each input."""
+def _constants(graph) -> dict:
+    """Tensor name -> value of a graph's initializers and Constant nodes."""
     constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
     constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
                       for n in graph.node if n.op_type == "Constant"})
-    producer = {o: n for n in graph.node for o in n.output}
+    return constants
+
+
+def _biases_off_their_grid(graph) -> list[str]:
+    """The Convs of a QDQ graph whose bias is not a whole multiple of input scale x weight scale (per output
+    channel), read from the file as a toolchain reads them: the DequantizeLinear before each input."""
+    constants, producer = _constants(graph), {o: n for n in graph.node for o in n.output}
     off = []
     for conv in (n for n in graph.node if n.op_type == "Conv" and len(n.input) == 3):
         dq_x, dq_w = producer.get(conv.input[0]), producer.get(conv.input[1])
@@ -345,10 +350,7 @@ GRID_KEEPING_OPS = ("MaxPool", "Resize", "Slice", "Split", "Reshape", "Transpose
 def _regrids_off_their_source(graph) -> list[str]:
     """The QuantizeLinears after a grid-keeping op (max pooling, nearest resizing, slices...) whose scale or zero
     point differs from the DequantizeLinear that op reads: there the grid was written again, and must be the same."""
-    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
-    constants.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
-                      for n in graph.node if n.op_type == "Constant"})
-    producer = {o: n for n in graph.node for o in n.output}
+    constants, producer = _constants(graph), {o: n for n in graph.node for o in n.output}
     off = []
     for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
         source = producer.get(q.input[0])

@@ -32,12 +32,12 @@ from utils.data.datasets import create_dataloader
 from utils.devices import amp_dtype, cpu_has_native_bf16, dist_context, init_distributed, select_device, usable_cores
 from utils.eval.evaluator import EvalOptions, evaluate
 from utils.eval.metrics import fitness
-from utils.loss import build_loss
-from utils.loss.distill import FINAL_WEIGHT, ChannelDistillation, distill_weight
-from utils.quant.fake_quant import SCHEMES
 from utils.export.int8 import CALIB_PERCENTILE, calibration_images
 from utils.export.options import DatasetImages
+from utils.loss import build_loss
+from utils.loss.distill import FINAL_WEIGHT, ChannelDistillation, distill_weight
 from utils.quant.calibrate import QAT_RANGES, fix_percentile_ranges, hold_ranges
+from utils.quant.fake_quant import SCHEMES
 from utils.quant.prepare import prepare_qat
 from utils.runs import increment_path
 from utils.train.ema import ModelEMA, unwrap
@@ -185,8 +185,8 @@ class Trainer:
     def _set_qat_ranges(self):
         """--qat-ranges percentile: the activation ranges calibrated once on training images (those export
         calibrates PTQ on) and held while the weights train; on --resume they come from the checkpoint."""
-        if getattr(self.opt, "qat_ranges", QAT_RANGES[0]) != "percentile":
-            return
+        if not getattr(self.opt, "qat", False) or getattr(self.opt, "qat_ranges", QAT_RANGES[0]) != "percentile":
+            return  # (train.py refuses --qat-ranges without --qat; a Trainer built from code gets the same)
         if self.resume_ckpt is None:
             images = calibration_images(self.data, DatasetImages.calibration, (self.opt.imgsz, self.opt.imgsz),
                                         purpose="QAT ranges")

@@ -55,6 +55,37 @@ def varied_model(cfg, nc: int = EXPORT_NC, size: int = EXPORT_SIZE):
     return model.eval()
 
 
+@torch.no_grad()
+def power_of_two_grids(qat: nn.Module) -> nn.Module:
+    """Moves every 8-bit grid of a QAT model to a power-of-two scale: each activation range widened to the
+    next one (its zero point an integer), each conv's weights rounded per output channel onto one (the
+    channel's largest |w| then exactly 127 steps). A conv then sums integers times one power of two, which
+    float32 holds exactly in any order, so torch and onnxruntime agree bit for bit whatever their thread
+    counts; with arbitrary scales a one-step flip at a near-tie (summation order) grows through a deep
+    model. Only the float functions (sigmoid, exp) may still differ by their own rounding."""
+    import math
+
+    from utils.quant.fake_quant import WEIGHT_QMAX, ActivationQuantizer
+    from utils.quant.prepare import QuantConv2d
+
+    for q in qat.modules():
+        if isinstance(q, ActivationQuantizer):
+            levels = q.scheme.qmax - q.scheme.qmin
+            step = 2.0 ** math.ceil(math.log2(float(q.scheme.scale_zero_point(q.lo, q.hi)[0])))
+            lo = -step * levels / 2 if q.scheme.symmetric else math.floor(min(float(q.lo), 0.0) / step) * step
+            q.lo.fill_(lo)
+            q.hi.fill_(lo + step * levels)
+    for conv in qat.modules():
+        if isinstance(conv, QuantConv2d):
+            w = conv.weight.flatten(1)  # [C_out, C_in * k * k]
+            step = torch.exp2(torch.ceil(torch.log2(w.abs().amax(1).clamp(min=1e-30) / WEIGHT_QMAX)))[:, None]
+            w = torch.round(w / step).clamp(-WEIGHT_QMAX, WEIGHT_QMAX)
+            rows, top = torch.arange(len(w)), w.abs().argmax(1)
+            w[rows, top] = torch.where(w[rows, top] < 0, -WEIGHT_QMAX, WEIGHT_QMAX).to(w.dtype)
+            conv.weight.copy_((w * step).view_as(conv.weight))
+    return qat
+
+
 def random_model(nc: int = 8, size: int = 128):
     """A random yoloxn with small, varied predictions. A fresh one scores every anchor alike: with
     BatchNorm's initial statistics its features vanish. One pass in train mode over random images

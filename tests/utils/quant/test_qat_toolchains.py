@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import export
-from tests.support import varied_model
+from tests.support import power_of_two_grids, varied_model
 from utils.checkpoints import save_checkpoint
 from utils.quant.fake_quant import SCHEMES
 from utils.quant.prepare import prepare_qat
@@ -20,13 +20,16 @@ SIZE = 64
 @pytest.fixture(scope="module", params=["rknn"])  # asymmetric int8: zero points too (qdq is its symmetric case)
 def qat_export(request, tmp_path_factory):
     """(QDQ ONNX path, the QAT model, its target) of a yoloxn with ranges observed on a batch: deep enough
-    for rounding differences to grow, as they did before the torch side quantised as QuantizeLinear does."""
+    for rounding differences to grow, as they did before the torch side quantised as QuantizeLinear does.
+    Its grids are then moved to powers of two, so the float sums of either runtime are exact: without that,
+    one thread against two (a different summation order) flipped near-ties and the outputs parted by 1.0."""
     tmp = tmp_path_factory.mktemp(f"qat_{request.param}")
     model = varied_model("models/yoloxn.yaml", nc=3, size=SIZE)
     x = torch.rand(4, 3, SIZE, SIZE) * 255
     qat = prepare_qat(model, SCHEMES[request.param], x[:1]).train()
     with torch.no_grad():
         qat(x)
+    power_of_two_grids(qat)
     weights = save_checkpoint(tmp / "qat.pt", {"model": qat.state_dict(), "yaml": model.yaml,
                                                "qat": {"target": request.param, "imgsz": SIZE}})
     results = export.run(weights=str(weights), img_size=SIZE, opset=13, deploy=True, report=False)

@@ -116,14 +116,22 @@ def test_qat_takes_its_gentle_hyp_unless_given_one(data):
     assert given.hyp == "mine.yaml"
 
 
-def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_path):
+@pytest.fixture(scope="module")
+def float_start(tiny_data, tmp_path_factory):
+    """A float yoloxn trained one epoch (trained BatchNorm statistics: features that do not vanish, as a fresh
+    model's do): the --weights of the QAT tests, which must not write into it."""
+    tmp = tmp_path_factory.mktemp("float_start")
+    r = run_train(train_args(tiny_data, tmp, "float", epochs=1) + ["--noval", "--noplots"], cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return tmp / "float" / "weights" / "last.pt"
+
+
+def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_path, float_start):
     """train.py --qat from a float checkpoint (its YAML, no --cfg): the folded, fake-quantised model trains;
     an interrupted run resumes to the same weights and activation ranges; last.pt loads as that model."""
     from utils.quant.prepare import QATModel
 
-    r = run_train(train_args(tiny_data, tmp_path, "float", epochs=1) + ["--noval", "--noplots"], cwd=ROOT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]  # trained BatchNorm statistics: features that
-    start = tmp_path / "float" / "weights" / "last.pt"            # do not vanish, as a fresh model's do
+    start = float_start
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
     hyp.update(warmup_epochs=0, nbs=24)
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
@@ -162,7 +170,7 @@ def test_qat_fine_tuning_resumes_exactly_and_loads_as_its_model(tiny_data, tmp_p
     assert "rknn" in {p.key: p.value for p in exported.metadata_props}["quantization"]
 
 
-def test_qat_percentile_ranges_are_calibrated_once_and_held_through_resume(tiny_data, tmp_path):
+def test_qat_percentile_ranges_are_calibrated_once_and_held_through_resume(tiny_data, tmp_path, float_start):
     """--qat-ranges percentile: the ranges are those fix_percentile_ranges sets on the export's calibration
     images (the first 100 training images) and stay so through training and --resume."""
     from utils.export.int8 import calibration_images
@@ -170,9 +178,7 @@ def test_qat_percentile_ranges_are_calibrated_once_and_held_through_resume(tiny_
     from utils.quant.fake_quant import SCHEMES
     from utils.quant.prepare import prepare_qat
 
-    r = run_train(train_args(tiny_data, tmp_path, "float", epochs=1) + ["--noval", "--noplots"], cwd=ROOT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    start = tmp_path / "float" / "weights" / "last.pt"
+    start = float_start
     args = train_args(tiny_data, tmp_path, "qat", epochs=2) + ["--save-period", "1", "--noval", "--noplots",
                                                               "--weights", str(start), "--qat", "--qat-ranges", "percentile"]
     r = run_train(args, cwd=ROOT)
@@ -194,8 +200,8 @@ def test_qat_percentile_ranges_are_calibrated_once_and_held_through_resume(tiny_
     assert all(torch.equal(v, ranges(resumed)[k]) for k, v in ranges(straight).items())
 
 
-@pytest.mark.parametrize("cfg, mode", [("models/yoloxn.yaml", None),
-                                       ("models/damoyolo_t.yaml", None),  # DAMO's loss all-reduces
+# plain yoloxn under DDP: test_legacy_launch_passes_local_rank (the same run, launched the older way)
+@pytest.mark.parametrize("cfg, mode", [("models/damoyolo_t.yaml", None),  # DAMO's loss all-reduces
                                        ("models/yoloxn.yaml", "distil"),  # the align convs are a second DDP module
                                        ("models/yoloxn.yaml", "qat")])  # observed ranges: buffers, rank 0's broadcast
 def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, mode, request):
@@ -235,7 +241,8 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, mode, request):
 
 
 def test_legacy_launch_passes_local_rank(tiny_data, tmp_path):
-    """The older `python -m torch.distributed.launch` form of seed 004 (it passes --local-rank=N)."""
+    """The older `python -m torch.distributed.launch` form of seed 004 (it passes --local-rank=N); also
+    test_ddp_two_cpu_processes' plain yoloxn case."""
     cmd = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(ROOT / "train.py"), *train_args(tiny_data, tmp_path, "launch", epochs=1), "--noval"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -243,6 +250,7 @@ def test_legacy_launch_passes_local_rank(tiny_data, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "DDP: gloo backend, world size 2" in r.stdout
     assert (tmp_path / "launch" / "weights" / "last.pt").is_file()
+    assert not (tmp_path / "launch2").exists()  # one run folder, written by rank 0 only
 
 
 def test_loss_falls_on_an_easy_set(tiny_data):

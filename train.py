@@ -40,7 +40,8 @@ def parse_opt(argv=None):
     p.add_argument("--qat", action="store_true", help="quantisation-aware fine-tuning of --weights: BatchNorm folded, "
                                                       "8-bit fake quantisation where --qat-target quantises")
     p.add_argument("--qat-target", default="qdq", choices=sorted(SCHEMES),
-                   help="the 8-bit scheme to emulate: " + "; ".join(f"{k}: {v.toolchains}" for k, v in sorted(SCHEMES.items())))
+                   help="the 8-bit scheme to emulate: " + "; ".join(f"{k}: {v.toolchains}" for k, v in sorted(SCHEMES.items()))
+                        + " (the asymmetric rknn grid loses less than the symmetric qdq one: use qdq for TensorRT)")
     p.add_argument("--qat-ranges", default=QAT_RANGES[0], choices=QAT_RANGES,
                    help="activation ranges: minmax observed while training, or percentile: calibrated once on "
                         "training images and held (long-tailed models such as yoloxn)")

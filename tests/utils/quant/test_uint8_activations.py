@@ -11,6 +11,7 @@ from onnx import TensorProto
 
 from tests.reference import randomize_bn
 from tests.support import image_batch, tiny_detect_model, varied_model
+from utils.export.compare import cosine
 from utils.export.int8 import quantize_int8
 from utils.export.layouts import ExportModel
 from utils.quant.fake_quant import SCHEMES
@@ -74,6 +75,36 @@ def test_post_training_file_same_arithmetic_every_conv_fused(tmp_path):
     assert all(t.name in used for t in uint8.graph.initializer)  # the int8 zero points it replaced are gone
     with pytest.raises(ValueError, match="activations must be one of"):
         quantize_int8(fp32, tmp_path / "x.onnx", calib, activations="int16")
+
+
+def test_fresh_model_convs_get_own_biases_and_int8_kernels(tmp_path):
+    """A freshly initialised model folds to all-zero biases, which torch.onnx writes once and hands the other
+    convs through Identity nodes; the int8 file still gives every conv its own int32 bias, so onnxruntime
+    fuses every conv (before: 'Expected bias ... to be an initializer', most convs left in float)."""
+    from models.yolo import Model
+
+    torch.manual_seed(0)
+    model = Model("models/yoloxn.yaml", nc=3).eval().fuse()
+    fp32 = tmp_path / "fresh.onnx"
+    torch.onnx.export(ExportModel(model, "per-level"), image_batch(1, SIZE), str(fp32), opset_version=13,
+                      dynamo=False, input_names=["images"])
+    written = onnx.load(str(fp32))
+    assert sum(n.op_type == "Identity" for n in written.graph.node) > 10  # the shared zero biases
+    int8 = onnx.load(str(quantize_int8(fp32, tmp_path / "fresh.int8.onnx", image_batch(2, SIZE, seed=2).numpy(),
+                                       activations="uint8")))
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(n.op_type == "Conv" for n in written.graph.node)
+    bias_dqs = [producers[c.input[2]] for c in convs]
+    assert all(dq.op_type == "DequantizeLinear" for dq in bias_dqs)
+    assert len({dq.input[0] for dq in bias_dqs}) == len(convs)  # an int32 bias per conv, on its own grid
+    ops = _fused_ops(int8, tmp_path)
+    assert "Conv" not in ops and ops.count("QLinearConv") == len(convs)
+    x = image_batch(1, SIZE, seed=3)
+    with torch.no_grad():
+        expected = [t.numpy() for t in ExportModel(model, "per-level")(x)]
+    for got, want in zip(_run(int8, x.numpy(), as_written=True), expected):
+        assert cosine(got, want) > 0.95
 
 
 @pytest.mark.parametrize("scheme", ["qdq", "rknn"])

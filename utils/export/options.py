@@ -81,7 +81,7 @@ class ExportOptions:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen: normalised once, here)
         set_("include", tuple([self.include] if isinstance(self.include, str) else self.include))
         set_("dynamic", tuple(self.dynamic or ()))
-        set_("img_size", _img_size(self.img_size))
+        set_("img_size", img_size_hw(self.img_size))
         self._check()
 
     @property
@@ -203,7 +203,8 @@ def require_cuda_for_half(device: str) -> None:
                          "for 8-bit NPUs use --int8")
 
 
-def _img_size(size) -> tuple[int, int]:
+def img_size_hw(size) -> tuple[int, int]:
+    """(h, w) from --img-size: one side for a square, or h and w."""
     size = [size] if isinstance(size, int) else list(size)
     if len(size) not in (1, 2) or any(int(s) < 1 for s in size):
         raise ValueError(f"--img-size takes h [w], positive, got {size}")

@@ -74,13 +74,13 @@ def val_map(path, data, imgsz: int) -> float:
 
 def bench_model(source: dict, opt, out_dir: Path) -> list[dict]:
     rows = []
-    common = dict(img_size=opt.img_size, opset=opt.opset, simplify=True, data=opt.data, calib_images=opt.calib_images,
-                  int8_activations=opt.int8_activations)
+    common = dict(img_size=opt.img_size, opset=opt.opset, simplify=True, data=opt.data, calib_images=opt.calib_images)
     runs = [("fp32", dict(deploy=False)), ("deploy", dict(deploy=True))]
     exported = {}
     for variant, kwargs in runs:
         t0 = time.perf_counter()
         res = export.run(weights=source["weights"], **common, **kwargs, int8=bool(opt.data),
+                         int8_activations=opt.int8_activations,
                          output=out_dir / f"{source['label']}.{variant}.onnx")
         seconds = time.perf_counter() - t0
         exported[variant] = res
@@ -101,8 +101,7 @@ def bench_model(source: dict, opt, out_dir: Path) -> list[dict]:
     if opt.data and "int8_comparison" in exported["deploy"]:
         rows[-1]["agreement"] = ("onnxruntime int8 (QDQ), against its fp32 ONNX", exported["deploy"]["int8_comparison"])
     for include, key in toolchains():
-        res = export.run(weights=source["weights"], **{**common, "int8_activations": ACTIVATION_DTYPES[0]}, deploy=True,
-                         int8=bool(opt.data), include=(include,),
+        res = export.run(weights=source["weights"], **common, deploy=True, int8=bool(opt.data), include=(include,),
                          output=out_dir / f"{source['label']}.{include}.onnx", report=False)
         rows.append(dict(model=source["label"], variant=include, agreement=(key, res[f"{include}_comparison"])))
     return rows

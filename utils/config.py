@@ -56,6 +56,9 @@ HYPS: dict[str, Hyp] = {
                      ("linear", "cos", "yolox_cos"), warn_missing=False),
     "ema_decay": Hyp(0.9999, "ema", "EMA decay (YOLOv5's; official YOLOX's recipe: 0.9998)", warn_missing=False),
     "no_aug_epochs": Hyp(15, "train", "last epochs without mosaic and mixup, with the L1 loss on"),
+    "distill_weight": Hyp(1.0, "train", "--teacher: distillation weight at the first iteration, decaying by cosine to 0.1 "
+                          "of it at the last (DAMO's code: 1.0; its paper found 0.5 better than larger weights)",
+                          warn_missing=False),
     # augmentation
     "hsv_h": Hyp(0.015, "augment", "HSV hue gain (fraction)"),
     "hsv_s": Hyp(0.7, "augment", "HSV saturation gain (fraction)"),

@@ -9,7 +9,7 @@ standardised per channel over (N, H, W) with batch statistics (DAMO's BatchNorm2
 outside the module tree, so always in training mode: F.batch_norm without running statistics here, eps
 1e-5); then per sample and channel the KL divergence of the student's spatial softmax from the teacher's
 at temperature tau, times tau^2, summed and divided by N x C; the levels add up. The weight decays by a
-cosine from 1.0 to 0.1 over all training iterations (DAMO's detector_trainer).
+cosine from 1.0 to 0.1 over all training iterations (DAMO's detector_trainer; the hyp ``distill_weight`` scales it).
 """
 from __future__ import annotations
 
@@ -53,6 +53,6 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(x, None, None, training=True, eps=BN_EPS)
 
 
-def distill_weight(iteration: int, total: int) -> float:
-    """DAMO's distillation weight: cosine from 1.0 at the first iteration to 0.1 at the last."""
-    return 1.0 - (1.0 - FINAL_WEIGHT) * (1.0 - math.cos(math.pi * iteration / total)) / 2
+def distill_weight(iteration: int, total: int, initial: float = 1.0) -> float:
+    """DAMO's distillation weight: cosine from ``initial`` (DAMO: 1.0) at the first iteration to 0.1 x it at the last."""
+    return initial * (1.0 - (1.0 - FINAL_WEIGHT) * (1.0 - math.cos(math.pi * iteration / total)) / 2)

@@ -210,7 +210,8 @@ class Trainer:
             align = sum(p.numel() for p in self.distill.parameters())
             LOGGER.info(f"distillation: channel-wise (DAMO-YOLO's cwd) of the student's neck outputs "
                         f"{self.model.neck_channels} -> {self.teacher.channels} through {align:,} align-conv "
-                        f"parameters, weight 1.0 -> {FINAL_WEIGHT} by cosine over all iterations")
+                        f"parameters, weight {self.hyp['distill_weight']:g} -> "
+                        f"{self.hyp['distill_weight'] * FINAL_WEIGHT:g} by cosine over all iterations")
             student = sum(p.numel() for p in self.model.parameters())
             if self.teacher.params <= student:
                 LOGGER.warning(f"WARNING --teacher {opt.teacher} has {self.teacher.params:,} parameters, the student "
@@ -383,8 +384,8 @@ class Trainer:
                     teacher_feats = self.teacher.features(images)
             loss, items = self.compute_loss(preds, targets)
             if self.teacher is not None:  # in float32: softmax and KL over H x W cells
-                distill = distill_weight(ni, self.total_steps) * self.distill([f.float() for f in feats],
-                                                                              [f.float() for f in teacher_feats])
+                weight = distill_weight(ni, self.total_steps, self.hyp["distill_weight"])
+                distill = weight * self.distill([f.float() for f in feats], [f.float() for f in teacher_feats])
                 loss, items = loss + distill, torch.cat((items, distill.detach().view(1)))
             if not self._finite(loss, epoch, i):
                 continue

@@ -33,5 +33,7 @@ def test_equals_damos_feature_loss(distill_loss, tau):
 def test_weight_decays_by_a_cosine_from_1_to_0_1():
     assert distill_weight(0, 100) == 1.0 and distill_weight(100, 100) == pytest.approx(0.1)
     assert distill_weight(50, 100) == pytest.approx(0.55)
+    assert distill_weight(0, 100, 0.5) == 0.5 and distill_weight(100, 100, 0.5) == pytest.approx(0.05)  # hyp distill_weight
+    assert distill_weight(50, 100, 0.5) == pytest.approx(0.275)
     with pytest.raises(ValueError, match="as many feature levels"):
         ChannelDistillation([8, 16], [16])

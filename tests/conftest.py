@@ -1,9 +1,23 @@
+import os
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from tests.reference import official_yolox
+from utils.devices import usable_cores
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (README's `-n auto`) each worker takes its share of the cores, and so do the
+    train.py processes a test starts (OMP_NUM_THREADS): torch's default of every core per process
+    would put two or more threads on each core, and small convs spin-wait against each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(usable_cores() // workers, 1)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 @pytest.fixture(autouse=True)

@@ -24,8 +24,8 @@ setup(
         "faster-coco-eval>=1.6",  # COCOeval with pycocotools' API and numbers, ~9x faster: the default backend
     ],
     extras_require={
-        # pytest (pytest-xdist: README runs the tests on every core), and what the official yolox package imports (installed --no-deps by
-        # tests/install_reference.sh) so tests can compare against it
+        # pytest (with pytest-xdist: README runs the tests on every core), and what the official yolox
+        # package imports (installed --no-deps by tests/install_reference.sh) so tests can compare against it
         "dev": ["pytest>=7", "pytest-xdist>=3.5", "loguru", "tabulate", "thop", "psutil", "wheel"],
         # export.py --include openvino (nncf for --int8); CI does not install them, their tests skip
         "openvino": ["openvino>=2024.0", "nncf>=2.10"],

@@ -4,7 +4,7 @@ distillation loss's gradients on the student's parameters, and the cosine betwee
     python -m benchmarks.distill_gradients --teacher runs/train/teacher/weights/best.pt        # fresh damoyolo_t
     python -m benchmarks.distill_gradients --teacher T.pt --weights runs/train/exp/weights/last.pt
 
-The batches are the trainer's (utils/train/trainer.py builds the model, the loader, the teacher and the align
+The batches and the forward are the trainer's (utils/train/trainer.py builds the model, the loader, the teacher and the align
 convs from the same options as train.py, in a temporary run directory). --weights loads a checkpoint into the
 student, and its align convs too where it holds them (a distilled run's last.pt); without it the student is
 the seed's fresh model, as at the first step of a run. Reported per batch: the task loss, the unweighted
@@ -77,10 +77,7 @@ def main(argv=None):
         for i, (images, targets, _, _) in enumerate(trainer.train_loader):
             if i == opt.batches:
                 break
-            images = images.float()
-            preds, feats = trainer.model(images, neck=True)
-            task, _ = trainer.compute_loss(preds, targets)
-            distill = trainer.distill(feats, trainer.teacher.features(images))
+            task, _, distill = trainer.losses(images.float(), targets)
             n_task, n_distill, cos = gradient_agreement(task, distill, params)
             print(f"| {i} | {task.item():.3f} | {distill.item():.3f} | {n_task:.3f} | {n_distill:.3f} | {cos:+.3f} |")
 

@@ -375,17 +375,9 @@ class Trainer:
                 self.size = self._random_size(ni)
             if opt.multi_scale and getattr(self, "size", opt.imgsz) != images.shape[-1]:
                 images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                if self.teacher is None:
-                    preds = self.model(images)
-                else:
-                    preds, feats = self.model(images, neck=True)
-                    teacher_feats = self.teacher.features(images)
-            loss, items = self.compute_loss(preds, targets)
-            if self.teacher is not None:  # in float32: softmax and KL over H x W cells
-                weight = distill_weight(ni, self.total_steps, self.hyp["distill_weight"])
-                distill = weight * self.distill([f.float() for f in feats], [f.float() for f in teacher_feats])
+            loss, items, distill = self.losses(images, targets)
+            if distill is not None:
+                distill = distill_weight(ni, self.total_steps, self.hyp["distill_weight"]) * distill
                 loss, items = loss + distill, torch.cat((items, distill.detach().view(1)))
             if not self._finite(loss, epoch, i):
                 continue
@@ -410,6 +402,22 @@ class Trainer:
         if self.teacher is not None and self.main:
             LOGGER.info(self.teacher.cost(time.perf_counter() - t_epoch, nb))
         return mean_items.tolist()
+
+    def losses(self, images: torch.Tensor, targets: torch.Tensor):
+        """One batch's forward: (task loss, its items, the unweighted distillation loss or None without
+        --teacher). The training step weights and adds the distillation; benchmarks.distill_gradients
+        compares the two losses' gradients on the same forward."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            if self.teacher is None:
+                preds = self.model(images)
+            else:
+                preds, feats = self.model(images, neck=True)
+                teacher_feats = self.teacher.features(images)
+        loss, items = self.compute_loss(preds, targets)
+        if self.teacher is None:
+            return loss, items, None
+        # in float32: softmax and KL over H x W cells
+        return loss, items, self.distill([f.float() for f in feats], [f.float() for f in teacher_feats])
 
     def _accumulate(self, ni):
         if ni <= self.warmup_steps:

@@ -80,7 +80,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
     hyp.update(warmup_epochs=0, nbs=24)  # steps of 3 batches of 8, across the epochs' ends (2 batches each)
     if distil:
-        hyp.update(distill_weight=0.5)  # DAMO's paper's weight instead of its code's 1.0
+        hyp.update(distill_weight=0.5, distill_ramp_epochs=1.5)  # DAMO's paper's weight; a ramp across the resume
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump(hyp))
     args = train_args(tiny_data, tmp_path, "straight", epochs=3) + ["--save-period", "1", "--noval", "--noplots",
                                                                    "--hyp", str(tmp_path / "hyp.yaml")]
@@ -89,7 +89,8 @@ def test_resume_continues_exactly(tiny_data, tmp_path, cfg, distil, request):
         args += ["--teacher", str(request.getfixturevalue("teacher_ckpt"))]
     r = run_train(args, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert ("weight 0.5 -> 0.05 by cosine" in r.stdout + r.stderr) == distil
+    assert ("weight 0.5 -> 0.05 by cosine over all iterations, ramping in from 0 over 1.5 epochs"
+            in r.stdout + r.stderr) == distil
     weights = tmp_path / "straight" / "weights"
     straight = torch.load(weights / "last.pt", weights_only=True)
     assert straight["epoch"] == 2 and straight["hyp"]["no_aug_epochs"] > 0  # the last epoch runs without mosaic

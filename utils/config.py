@@ -59,6 +59,8 @@ HYPS: dict[str, Hyp] = {
     "distill_weight": Hyp(1.0, "train", "--teacher: distillation weight at the first iteration, decaying by cosine to 0.1 "
                           "of it at the last (DAMO's code: 1.0; its paper found 0.5 better than larger weights)",
                           warn_missing=False),
+    "distill_ramp_epochs": Hyp(0.0, "train", "--teacher: epochs over which the distillation weight ramps in linearly "
+                               "from 0 (DAMO's code: 0, no ramp)", warn_missing=False),
     # augmentation
     "hsv_h": Hyp(0.015, "augment", "HSV hue gain (fraction)"),
     "hsv_s": Hyp(0.7, "augment", "HSV saturation gain (fraction)"),

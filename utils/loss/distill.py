@@ -53,6 +53,13 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(x, None, None, training=True, eps=BN_EPS)
 
 
-def distill_weight(iteration: int, total: int, initial: float = 1.0) -> float:
-    """DAMO's distillation weight: cosine from ``initial`` (DAMO: 1.0) at the first iteration to 0.1 x it at the last."""
-    return initial * (1.0 - (1.0 - FINAL_WEIGHT) * (1.0 - math.cos(math.pi * iteration / total)) / 2)
+def distill_weight(iteration: int, total: int, initial: float = 1.0, ramp: int = 0) -> float:
+    """DAMO's distillation weight: cosine from ``initial`` (DAMO: 1.0) at the first iteration to 0.1 x it at the last.
+
+    ``ramp`` > 0 (not in DAMO's code, which has no ramp) scales it by iteration / ramp over the first ``ramp``
+    iterations: a fresh student's distillation gradient is 5-10x its task gradient and nearly orthogonal to it
+    (benchmarks/distill_gradients.py), so without a ramp the first epochs follow the teacher's features instead
+    of the labels.
+    """
+    cosine = initial * (1.0 - (1.0 - FINAL_WEIGHT) * (1.0 - math.cos(math.pi * iteration / total)) / 2)
+    return cosine * min(1.0, iteration / ramp) if ramp > 0 else cosine

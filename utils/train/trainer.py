@@ -211,7 +211,9 @@ class Trainer:
             LOGGER.info(f"distillation: channel-wise (DAMO-YOLO's cwd) of the student's neck outputs "
                         f"{self.model.neck_channels} -> {self.teacher.channels} through {align:,} align-conv "
                         f"parameters, weight {self.hyp['distill_weight']:g} -> "
-                        f"{self.hyp['distill_weight'] * FINAL_WEIGHT:g} by cosine over all iterations")
+                        f"{self.hyp['distill_weight'] * FINAL_WEIGHT:g} by cosine over all iterations"
+                        + (f", ramping in from 0 over {self.hyp['distill_ramp_epochs']:g} epochs"
+                           if self.hyp["distill_ramp_epochs"] > 0 else ""))
             student = sum(p.numel() for p in self.model.parameters())
             if self.teacher.params <= student:
                 LOGGER.warning(f"WARNING --teacher {opt.teacher} has {self.teacher.params:,} parameters, the student "
@@ -377,7 +379,8 @@ class Trainer:
                 images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
             loss, items, distill = self.losses(images, targets)
             if distill is not None:
-                distill = distill_weight(ni, self.total_steps, self.hyp["distill_weight"]) * distill
+                distill = distill_weight(ni, self.total_steps, self.hyp["distill_weight"],
+                                         round(self.hyp["distill_ramp_epochs"] * nb)) * distill
                 loss, items = loss + distill, torch.cat((items, distill.detach().view(1)))
             if not self._finite(loss, epoch, i):
                 continue

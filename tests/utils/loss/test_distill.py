@@ -37,3 +37,10 @@ def test_weight_decays_by_a_cosine_from_1_to_0_1():
     assert distill_weight(50, 100, 0.5) == pytest.approx(0.275)
     with pytest.raises(ValueError, match="as many feature levels"):
         ChannelDistillation([8, 16], [16])
+
+
+def test_ramp_scales_the_cosine_linearly_from_0_then_leaves_it():
+    assert distill_weight(0, 100, 1.0, ramp=10) == 0.0
+    assert distill_weight(5, 100, 1.0, ramp=10) == pytest.approx(0.5 * distill_weight(5, 100))
+    assert distill_weight(10, 100, 1.0, ramp=10) == distill_weight(10, 100)
+    assert distill_weight(60, 100, 0.5, ramp=10) == distill_weight(60, 100, 0.5)

@@ -212,8 +212,10 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, mode, request):
     distil = mode == "distil"
     args = train_args(tiny_data, tmp_path, "ddp", epochs=1)
     args[args.index("--cfg") + 1] = cfg
-    if distil:
-        args += ["--teacher", str(request.getfixturevalue("teacher_ckpt"))]
+    if distil:  # with a ramp longer than the run, which the trainer warns about
+        hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch.yolox.yaml").read_text())
+        (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "distill_ramp_epochs": 2.0}))
+        args += ["--teacher", str(request.getfixturevalue("teacher_ckpt")), "--hyp", str(tmp_path / "hyp.yaml")]
     if mode == "qat":  # from a float checkpoint, its YAML
         float_model = Model(cfg, nc=8)
         start = save_checkpoint(tmp_path / "float.pt", {"model": float_model.state_dict(), "yaml": float_model.yaml,
@@ -231,6 +233,7 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path, cfg, mode, request):
         columns = next(csv.reader(open(tmp_path / "ddp" / "results.csv")))
         assert "train/distill" in columns and "val/distill" not in columns
         assert "teacher forward:" in r.stdout + r.stderr
+        assert "distill_ramp_epochs 2 >= --epochs 1: the distillation weight never finishes" in r.stdout + r.stderr
         last = tmp_path / "ddp" / "weights" / "last.pt"
         assert torch.load(last, weights_only=True)["distill"]["align_module.0.weight"].shape == (128, 64, 1, 1)
         assert sum(p.numel() for p in load_model(last).parameters()) == sum(

@@ -214,6 +214,9 @@ class Trainer:
                         f"{self.hyp['distill_weight'] * FINAL_WEIGHT:g} by cosine over all iterations"
                         + (f", ramping in from 0 over {self.hyp['distill_ramp_epochs']:g} epochs"
                            if self.hyp["distill_ramp_epochs"] > 0 else ""))
+            if self.hyp["distill_ramp_epochs"] >= opt.epochs:  # hyp.demo's 8-epoch ramp in a short run, say
+                LOGGER.warning(f"WARNING distill_ramp_epochs {self.hyp['distill_ramp_epochs']:g} >= --epochs "
+                               f"{opt.epochs}: the distillation weight never finishes ramping in; shorten the ramp")
             student = sum(p.numel() for p in self.model.parameters())
             if self.teacher.params <= student:
                 LOGGER.warning(f"WARNING --teacher {opt.teacher} has {self.teacher.params:,} parameters, the student "
